@@ -1,0 +1,131 @@
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Config configures one raft node. Zero durations and counts take the
+// defaults of DefaultConfig when passed through WithDefaults.
+type Config struct {
+	// ID is the raft server id; it must stay the same across restarts.
+	ID string
+	// DataDir holds raft.db (log and stable store) and snapshots/.
+	DataDir string
+	// BindAddr is the raft listen address (host:port; port 0 picks one).
+	BindAddr string
+	// AdvertiseAddr is the address other nodes dial; defaults to the bound
+	// address, which must then not be unspecified (0.0.0.0).
+	AdvertiseAddr string
+	// StreamLayer replaces the plain TCP stream layer (TLS plugs in here).
+	StreamLayer raft.StreamLayer
+	Logger      *slog.Logger
+
+	HeartbeatTimeout   time.Duration // default 1s
+	ElectionTimeout    time.Duration // default 1s
+	LeaderLeaseTimeout time.Duration // default 500ms
+	CommitTimeout      time.Duration // default 50ms
+	// MaxAppendEntries bounds entries per AppendEntries RPC and per FSM batch.
+	MaxAppendEntries int // default 256
+	// SnapshotInterval is how often raft checks SnapshotThreshold.
+	SnapshotInterval  time.Duration // default 30s
+	SnapshotThreshold uint64        // default 8192 entries since the last snapshot
+	// TrailingLogs stay after a snapshot so a briefly lagging follower
+	// catches up from the log rather than by snapshot install.
+	TrailingLogs    uint64 // default 10240
+	RetainSnapshots int    // default 2
+	// EnqueueTimeout bounds handing an entry to raft (not its commit).
+	EnqueueTimeout time.Duration // default 5s
+	// BarrierTimeout bounds the barrier a new leader issues before serving reads.
+	BarrierTimeout time.Duration // default 10s
+	// TransferTimeout bounds the leadership transfer on shutdown.
+	TransferTimeout time.Duration // default 5s
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   time.Second,
+		ElectionTimeout:    time.Second,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
+		MaxAppendEntries:   256,
+		SnapshotInterval:   30 * time.Second,
+		SnapshotThreshold:  8192,
+		TrailingLogs:       10240,
+		RetainSnapshots:    2,
+		EnqueueTimeout:     5 * time.Second,
+		BarrierTimeout:     10 * time.Second,
+		TransferTimeout:    5 * time.Second,
+	}
+}
+
+// WithDefaults fills every zero field from DefaultConfig.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	setDur := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setDur(&c.HeartbeatTimeout, d.HeartbeatTimeout)
+	setDur(&c.ElectionTimeout, d.ElectionTimeout)
+	setDur(&c.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	setDur(&c.CommitTimeout, d.CommitTimeout)
+	setDur(&c.SnapshotInterval, d.SnapshotInterval)
+	setDur(&c.EnqueueTimeout, d.EnqueueTimeout)
+	setDur(&c.BarrierTimeout, d.BarrierTimeout)
+	setDur(&c.TransferTimeout, d.TransferTimeout)
+	if c.MaxAppendEntries == 0 {
+		c.MaxAppendEntries = d.MaxAppendEntries
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = d.SnapshotThreshold
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = d.TrailingLogs
+	}
+	if c.RetainSnapshots == 0 {
+		c.RetainSnapshots = d.RetainSnapshots
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports the first missing or inconsistent setting.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ID == "" {
+		errs = append(errs, errors.New("raftnode: ID is required"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("raftnode: DataDir is required"))
+	}
+	if c.StreamLayer == nil {
+		if _, _, err := net.SplitHostPort(c.BindAddr); err != nil {
+			errs = append(errs, fmt.Errorf("raftnode: BindAddr %q: %w", c.BindAddr, err))
+		}
+	}
+	if c.AdvertiseAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AdvertiseAddr); err != nil {
+			errs = append(errs, fmt.Errorf("raftnode: AdvertiseAddr %q: %w", c.AdvertiseAddr, err))
+		}
+	}
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		errs = append(errs, errors.New("raftnode: LeaderLeaseTimeout must not exceed HeartbeatTimeout"))
+	}
+	if c.ElectionTimeout < c.HeartbeatTimeout {
+		errs = append(errs, errors.New("raftnode: ElectionTimeout must be at least HeartbeatTimeout"))
+	}
+	if c.MaxAppendEntries < 1 || c.MaxAppendEntries > 1024 {
+		errs = append(errs, errors.New("raftnode: MaxAppendEntries must be 1..1024"))
+	}
+	return errors.Join(errs...)
+}

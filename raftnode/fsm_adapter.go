@@ -1,0 +1,141 @@
+package raftnode
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+)
+
+// StateMachine is what a Node replicates. It is declared here in plain types
+// so raftnode never imports the register; fsm.Store satisfies it.
+type StateMachine interface {
+	// Apply applies committed entries in log order, durably, in one
+	// transaction, skipping indexes it has already applied. data[i] is nil
+	// for entries without a command; they still advance the applied index.
+	Apply(indexes []uint64, data [][]byte) []any
+	// AppliedIndex is the last index made durable by Apply or Restore.
+	AppliedIndex() uint64
+	// Snapshot captures a point-in-time view cheaply; writing it happens
+	// later, concurrently with Apply. If the value is an io.Closer it is
+	// closed when raft releases the snapshot.
+	Snapshot() (io.WriterTo, error)
+	// Restore replaces the whole state with a snapshot's content.
+	Restore(r io.Reader) error
+}
+
+// fsmAdapter turns a StateMachine into raft.BatchingFSM and tells waiting
+// readers when the applied index moves.
+type fsmAdapter struct {
+	sm       StateMachine
+	applied  *appliedIndex
+	restores atomic.Uint64
+}
+
+var _ raft.BatchingFSM = (*fsmAdapter)(nil)
+
+func (a *fsmAdapter) Apply(l *raft.Log) any {
+	return a.ApplyBatch([]*raft.Log{l})[0]
+}
+
+func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any {
+	indexes := make([]uint64, len(logs))
+	data := make([][]byte, len(logs))
+	for i, l := range logs {
+		indexes[i] = l.Index
+		if l.Type == raft.LogCommand {
+			data[i] = l.Data
+		}
+	}
+	res := a.sm.Apply(indexes, data)
+	a.applied.set(a.sm.AppliedIndex())
+	return res
+}
+
+func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) {
+	w, err := a.sm.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &fsmSnapshot{w: w}, nil
+}
+
+func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	if err := a.sm.Restore(rc); err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	a.applied.set(a.sm.AppliedIndex())
+	a.restores.Add(1)
+	return nil
+}
+
+type fsmSnapshot struct{ w io.WriterTo }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.w.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {
+	if c, ok := s.w.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// appliedIndex lets many readers wait for the state machine to reach an index
+// without polling: each change closes the channel they wait on.
+type appliedIndex struct {
+	mu      sync.Mutex
+	index   uint64
+	changed chan struct{}
+}
+
+func newAppliedIndex(start uint64) *appliedIndex {
+	return &appliedIndex{index: start, changed: make(chan struct{})}
+}
+
+func (a *appliedIndex) set(i uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if i == a.index {
+		return
+	}
+	a.index = i
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
+func (a *appliedIndex) get() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.index
+}
+
+func (a *appliedIndex) wait(ctx context.Context, want uint64, closed <-chan struct{}) error {
+	for {
+		a.mu.Lock()
+		cur, ch := a.index, a.changed
+		a.mu.Unlock()
+		if cur >= want {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting to apply index %d (at %d): %w", want, cur, ctx.Err())
+		case <-closed:
+			return ErrShutdown
+		}
+	}
+}
+
+// SnapshotRestores counts snapshots installed into the state machine since
+// Open (a follower catching up by snapshot, or a start-up restore).
+func (n *Node) SnapshotRestores() uint64 { return n.adapter.restores.Load() }

@@ -1,0 +1,366 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+// Node is one member of the raft group with its stores and transport.
+type Node struct {
+	cfg  Config
+	log  *slog.Logger
+	raft *raft.Raft
+
+	adapter   *fsmAdapter
+	applied   *appliedIndex
+	logStore  *raftboltdb.BoltStore
+	snaps     *raft.FileSnapshotStore
+	transport *raft.NetworkTransport
+
+	// confirmedTerm is the term in which this node, as leader, has committed
+	// a barrier; reads are served only while it equals the current term.
+	confirmedTerm atomic.Uint64
+	reads         readBatcher
+	metrics       *nodeMetrics
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	wg        sync.WaitGroup
+}
+
+// Open starts raft on cfg.DataDir with sm as its state machine. A node with
+// existing state rejoins its cluster; a new one waits for Bootstrap or to be
+// added by a leader.
+func Open(cfg Config, sm StateMachine) (*Node, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	raftDir := filepath.Join(cfg.DataDir, "raft")
+	if err := os.MkdirAll(raftDir, 0o700); err != nil {
+		return nil, fmt.Errorf("raftnode: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, closed: make(chan struct{})}
+	n.reads.kick = make(chan struct{}, 1)
+	hlog := newHCLog(cfg.Logger, "raft")
+
+	var err error
+	n.logStore, err = raftboltdb.New(raftboltdb.Options{
+		Path:   filepath.Join(raftDir, "raft.db"),
+		NoSync: false, // an acknowledged write must be on disk on a quorum
+		BoltOptions: &bbolt.Options{
+			Timeout:        time.Second,
+			NoFreelistSync: true,
+			FreelistType:   bbolt.FreelistMapType,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raftnode: open log store: %w", err)
+	}
+	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(raftDir, cfg.RetainSnapshots, hlog)
+	if err != nil {
+		n.logStore.Close()
+		return nil, fmt.Errorf("raftnode: open snapshot store: %w", err)
+	}
+	stream := cfg.StreamLayer
+	if stream == nil {
+		stream, err = newTCPStreamLayer(cfg.BindAddr, cfg.AdvertiseAddr)
+		if err != nil {
+			n.logStore.Close()
+			return nil, fmt.Errorf("raftnode: %w", err)
+		}
+	}
+	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  stream,
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  hlog,
+	})
+
+	// The register keeps its own applied index durably, so raft need not
+	// restore the last snapshot on start and replay; entries at or below the
+	// register's index are skipped. Only a register behind the newest
+	// snapshot (for example a wiped register file) needs the restore.
+	noRestore := true
+	if metas, err := n.snaps.List(); err == nil && len(metas) > 0 && sm.AppliedIndex() < metas[0].Index {
+		noRestore = false
+		n.log.Warn("register is behind the newest snapshot; restoring it on start",
+			"applied", sm.AppliedIndex(), "snapshot", metas[0].Index)
+	}
+	n.applied = newAppliedIndex(sm.AppliedIndex())
+	n.adapter = &fsmAdapter{sm: sm, applied: n.applied}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = hlog
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.MaxAppendEntries = cfg.MaxAppendEntries
+	rc.BatchApplyCh = true
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.NoSnapshotRestoreOnStart = noRestore
+	if err := raft.ValidateConfig(rc); err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("raftnode: %w", err)
+	}
+	n.raft, err = raft.NewRaft(rc, n.adapter, n.logStore, n.logStore, n.snaps, n.transport)
+	if err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("raftnode: start raft: %w", err)
+	}
+	n.metrics = newNodeMetrics(n)
+	n.wg.Add(2)
+	go n.watchLeadership()
+	go n.serveReadIndex()
+	n.log.Info("raft started", "id", cfg.ID, "addr", n.transport.LocalAddr(),
+		"applied", sm.AppliedIndex(), "restore_snapshot_on_start", !noRestore)
+	return n, nil
+}
+
+// HasState reports whether this node has been part of a cluster before.
+func (n *Node) HasState() (bool, error) {
+	return raft.HasExistingState(n.logStore, n.logStore, n.snaps)
+}
+
+// Bootstrap makes this node a one-member cluster, once. On a node with
+// existing state it does nothing.
+func (n *Node) Bootstrap() error {
+	has, err := n.HasState()
+	if err != nil {
+		return err
+	}
+	if has {
+		n.log.Info("existing raft state found; not bootstrapping again")
+		return nil
+	}
+	cfg := raft.Configuration{Servers: []raft.Server{{
+		ID: raft.ServerID(n.cfg.ID), Address: n.transport.LocalAddr(), Suffrage: raft.Voter,
+	}}}
+	if err := n.raft.BootstrapCluster(cfg).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		return fmt.Errorf("raftnode: bootstrap: %w", err)
+	}
+	return nil
+}
+
+// ID is this node's raft id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// RaftAddr is the address other nodes dial for raft.
+func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
+
+// Apply proposes data and waits for it to be applied, returning the state
+// machine's result. Errors say what is known: ErrNotLeader and
+// ErrEnqueueTimeout mean nothing was proposed; ErrOutcomeUnknown (wrapping
+// the cause, e.g. context.DeadlineExceeded) means it may have committed.
+func (n *Node) Apply(ctx context.Context, data []byte) (any, error) {
+	select {
+	case <-n.closed:
+		return nil, ErrShutdown
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	enqueue := n.cfg.EnqueueTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < enqueue {
+		enqueue = max(time.Until(dl), time.Millisecond)
+	}
+	start := time.Now()
+	f := n.raft.Apply(data, enqueue)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		n.metrics.observeApply(start, err)
+		if err != nil {
+			return nil, classifyApplyError(err)
+		}
+		return f.Response(), nil
+	case <-ctx.Done():
+		n.metrics.observeApply(start, ctx.Err())
+		return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
+	}
+}
+
+// classifyApplyError keeps "never proposed" apart from "may have committed".
+func classifyApplyError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return ErrEnqueueTimeout
+	default:
+		// Leadership lost, shutdown or a storage error after the entry was
+		// handed to raft: it may be in the log of a quorum already.
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+	}
+}
+
+// WaitApplied blocks until the state machine has applied index.
+func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
+	return n.applied.wait(ctx, index, n.closed)
+}
+
+// AppliedIndex is the state machine's applied index.
+func (n *Node) AppliedIndex() uint64 { return n.applied.get() }
+
+// Leader returns the current leader's id and raft address, empty if unknown.
+func (n *Node) Leader() (id, addr string) {
+	a, i := n.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// IsLeader reports whether this node believes it leads. Never use it to
+// decide that a local read is fresh: use ReadIndex.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Status is a point-in-time summary of this node's raft state.
+type Status struct {
+	ID          string
+	State       string
+	LeaderID    string
+	LeaderAddr  string
+	Term        uint64
+	CommitIndex uint64
+	// AppliedIndex is the state machine's, not raft's dispatch counter.
+	AppliedIndex uint64
+	LastLogIndex uint64
+	LastContact  time.Time
+	// Ready is true on a leader that has confirmed its term.
+	Ready bool
+}
+
+// Status returns this node's raft state.
+func (n *Node) Status() Status {
+	leaderAddr, leaderID := n.raft.LeaderWithID()
+	term := n.raft.CurrentTerm()
+	return Status{
+		ID:           n.cfg.ID,
+		State:        stateName(n.raft.State()),
+		LeaderID:     string(leaderID),
+		LeaderAddr:   string(leaderAddr),
+		Term:         term,
+		CommitIndex:  n.raft.CommitIndex(),
+		AppliedIndex: n.applied.get(),
+		LastLogIndex: n.raft.LastIndex(),
+		LastContact:  n.raft.LastContact(),
+		Ready:        n.raft.State() == raft.Leader && n.confirmedTerm.Load() == term,
+	}
+}
+
+// StaleInfo says how far behind a local (stale) read may be: the highest index
+// this node knows to be committed and how long since it heard from a leader.
+func (n *Node) StaleInfo() (knownCommit uint64, sinceLeaderContact time.Duration) {
+	if n.raft.State() == raft.Leader {
+		return n.raft.CommitIndex(), 0
+	}
+	last := n.raft.LastContact()
+	if last.IsZero() {
+		return n.raft.CommitIndex(), -1
+	}
+	return n.raft.CommitIndex(), time.Since(last)
+}
+
+func stateName(s raft.RaftState) string {
+	switch s {
+	case raft.Leader:
+		return "leader"
+	case raft.Follower:
+		return "follower"
+	case raft.Candidate:
+		return "candidate"
+	default:
+		return "shutdown"
+	}
+}
+
+// Shutdown hands leadership to another voter if this node leads, then stops
+// raft and closes the transport and stores. The state machine is the
+// caller's to close afterwards.
+func (n *Node) Shutdown(ctx context.Context) error {
+	return n.stop(ctx, true)
+}
+
+// Kill stops raft at once without handing over leadership, as a crash would
+// (minus losing the page cache); for failure tests.
+func (n *Node) Kill() error {
+	return n.stop(context.Background(), false)
+}
+
+func (n *Node) stop(ctx context.Context, transfer bool) error {
+	var err error
+	n.closeOnce.Do(func() {
+		if transfer && n.raft.State() == raft.Leader && n.voterCount() > 1 {
+			f := n.raft.LeadershipTransfer()
+			done := make(chan error, 1)
+			go func() { done <- f.Error() }()
+			select {
+			case terr := <-done:
+				if terr != nil {
+					n.log.Warn("leadership transfer on shutdown failed", "err", terr)
+				} else {
+					n.log.Info("leadership transferred on shutdown")
+				}
+			case <-ctx.Done():
+			case <-time.After(n.cfg.TransferTimeout):
+			}
+		}
+		close(n.closed)
+		err = n.raft.Shutdown().Error()
+		n.wg.Wait()
+		if cerr := n.closeStores(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}
+
+func (n *Node) closeStores() error {
+	var errs []error
+	if n.transport != nil {
+		errs = append(errs, n.transport.Close())
+	}
+	if n.logStore != nil {
+		errs = append(errs, n.logStore.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (n *Node) voterCount() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	c := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			c++
+		}
+	}
+	return c
+}
+
+// FirstLogIndex is the oldest entry still in the log; followers behind it
+// can only catch up by snapshot.
+func (n *Node) FirstLogIndex() uint64 {
+	i, err := n.logStore.FirstIndex()
+	if err != nil {
+		return 0
+	}
+	return i
+}
