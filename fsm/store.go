@@ -1,18 +1,39 @@
 package fsm
 
-// CONTRACT SKELETON: signatures are fixed (other packages compile against
-// them); bodies are to be written.
-
 import (
+	"encoding/binary"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
+	"go.etcd.io/bbolt"
 )
 
-var errUnimplemented = errors.New("fsm: not implemented yet")
+// bbolt layout:
+//
+//	meta       "applied" → uint64 BE raft index; "schema" → 1
+//	decisions  nhs(10) ‖ index(8 BE) → DecisionRecord (history in commit order)
+//	ids        decision id → nhs ‖ index
+//	current    nhs(10) ‖ kind → CurrentRecord
+//	requests   request id → RequestRecord
+//	nodes      node id → UpsertNode
+var (
+	bucketMeta      = []byte("meta")
+	bucketDecisions = []byte("decisions")
+	bucketIDs       = []byte("ids")
+	bucketCurrent   = []byte("current")
+	bucketRequests  = []byte("requests")
+	bucketNodes     = []byte("nodes")
+	keyApplied      = []byte("applied")
+	keySchema       = []byte("schema")
+)
+
+func allBuckets() [][]byte {
+	return [][]byte{bucketMeta, bucketDecisions, bucketIDs, bucketCurrent, bucketRequests, bucketNodes}
+}
 
 // Config configures a Store.
 type Config struct {
@@ -23,96 +44,153 @@ type Config struct {
 }
 
 // Validate reports a missing or bad setting.
-func (c Config) Validate() error { return errUnimplemented }
+func (c Config) Validate() error {
+	if c.Path == "" {
+		return errors.New("fsm: Path is required")
+	}
+	return nil
+}
 
 // Store is the register: one bbolt database.
-type Store struct{}
+type Store struct {
+	cfg   Config
+	log   *slog.Logger
+	kinds map[string]Kind
+	order []string
+
+	// mu guards db against Restore swapping it; queries and Apply hold it
+	// shared.
+	mu      sync.RWMutex
+	db      *bbolt.DB
+	applied atomic.Uint64
+}
+
+func boltOptions() *bbolt.Options {
+	return &bbolt.Options{
+		Timeout:         time.Second,
+		NoFreelistSync:  true,
+		FreelistType:    bbolt.FreelistMapType,
+		InitialMmapSize: 1 << 30,
+	}
+}
 
 // Open opens or creates the register at cfg.Path.
-func Open(cfg Config) (*Store, error) { return nil, errUnimplemented }
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{cfg: cfg, log: cfg.Logger, kinds: map[string]Kind{}}
+	for _, k := range Kinds() {
+		s.kinds[k.Name] = k
+		s.order = append(s.order, k.Name)
+	}
+	if err := s.open(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) open() error {
+	db, err := bbolt.Open(s.cfg.Path, 0o600, boltOptions())
+	if err != nil {
+		return fmt.Errorf("fsm: open %s: %w", s.cfg.Path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range allBuckets() {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bucketMeta)
+		if m.Get(keySchema) == nil {
+			return m.Put(keySchema, []byte{1})
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("fsm: init %s: %w", s.cfg.Path, err)
+	}
+	var applied uint64
+	db.View(func(tx *bbolt.Tx) error {
+		applied = readApplied(tx)
+		return nil
+	})
+	s.db = db
+	s.applied.Store(applied)
+	return nil
+}
+
+func readApplied(tx *bbolt.Tx) uint64 {
+	v := tx.Bucket(bucketMeta).Get(keyApplied)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
 
 // Close closes the database.
-func (s *Store) Close() error { return errUnimplemented }
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil {
+		return nil
+	}
+	err := s.db.Close()
+	s.db = nil
+	return err
+}
 
 // AppliedIndex is the raft index of the last entry applied (0 for a new store).
-func (s *Store) AppliedIndex() uint64 { return 0 }
+func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
+
+func (s *Store) view(fn func(tx *bbolt.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return errors.New("fsm: store is closed")
+	}
+	return s.db.View(fn)
+}
 
 // Apply applies committed log entries in order in one bbolt transaction and
 // records the last index in that transaction. data[i] is nil for entries
 // that carry no command (they only advance the applied index). Entries at or
 // below AppliedIndex are skipped and get a nil result. results[i] is a
 // *commandv1.Result (as any, because raftnode declares this signature).
-func (s *Store) Apply(indexes []uint64, data [][]byte) []any { return nil }
-
-// Snapshot captures a point-in-time view. The returned value also implements
-// io.Closer, which releases it.
-func (s *Store) Snapshot() (io.WriterTo, error) { return nil, errUnimplemented }
-
-// Restore replaces the whole register atomically with a snapshot's content.
-func (s *Store) Restore(r io.Reader) error { return errUnimplemented }
-
-// Consent is the current state of one kind for one patient.
-type Consent struct {
-	Kind          string
-	State         string
-	Version       uint64 // 0 when nothing recorded: State is the default
-	DecisionID    string
-	EffectiveFrom time.Time // zero when nothing recorded
+func (s *Store) Apply(indexes []uint64, data [][]byte) []any {
+	out := make([]any, len(indexes))
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var last uint64
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		applied := readApplied(tx)
+		for i, idx := range indexes {
+			if idx <= applied {
+				continue
+			}
+			if data[i] != nil {
+				res, err := s.applyOne(tx, idx, data[i])
+				if err != nil {
+					return err
+				}
+				out[i] = res
+			}
+			applied = idx
+		}
+		last = applied
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], applied)
+		return tx.Bucket(bucketMeta).Put(keyApplied, b[:])
+	})
+	if err != nil {
+		// Raft's FSM contract has no error: carrying on would let this
+		// node's register silently diverge from the others.
+		panic(fmt.Sprintf("fsm: cannot write the register: %v", err))
+	}
+	s.applied.Store(last)
+	return out
 }
-
-// CheckResult is one patient's state for one kind.
-type CheckResult struct {
-	NHSNumber string
-	State     string
-	Version   uint64
-}
-
-// GetConsents returns every kind of the registry for one patient, in
-// registry order, read at one revision (the applied index).
-func (s *Store) GetConsents(nhs string) (revision uint64, consents []Consent, err error) {
-	return 0, nil, errUnimplemented
-}
-
-// CheckConsents returns one kind's state for each number, in request order,
-// read in one transaction.
-func (s *Store) CheckConsents(kind string, nhs []string) (revision uint64, results []CheckResult, err error) {
-	return 0, nil, errUnimplemented
-}
-
-// ListDecisions returns up to limit decisions of a patient (of one kind when
-// kind != ""), oldest first (commit order), starting after raft index
-// `after`. next is the cursor for the following page, 0 when there is none.
-func (s *Store) ListDecisions(nhs, kind string, after uint64, limit int) (revision uint64, decisions []*commandv1.DecisionRecord, next uint64, err error) {
-	return 0, nil, 0, errUnimplemented
-}
-
-// Nodes returns the recorded member addresses, ordered by id.
-func (s *Store) Nodes() ([]*commandv1.UpsertNode, error) { return nil, errUnimplemented }
-
-// Digest returns a hex SHA-256 over the whole register at one revision; equal
-// on every node that applied the same entries.
-func (s *Store) Digest() (revision uint64, digest string, err error) {
-	return 0, "", errUnimplemented
-}
-
-// EncodeCommand sets the envelope format and marshals it deterministically.
-func EncodeCommand(env *commandv1.Envelope) ([]byte, error) { return nil, errUnimplemented }
-
-// DecodeCommand unmarshals a log entry, refusing unknown formats and empty bodies.
-func DecodeCommand(b []byte) (*commandv1.Envelope, error) { return nil, errUnimplemented }
-
-// ResultError turns a non-OK Result into the matching sentinel error (a
-// *FieldError for invalid arguments); nil for CODE_OK.
-func ResultError(res *commandv1.Result) error { return errUnimplemented }
-
-// MaxClockSkew is how far in the future effective_from may be.
-const MaxClockSkew = 5 * time.Minute
-
-// ValidateRecordDecision checks a command before it is proposed (now is the
-// accepting node's clock) and again, without the clock check, inside apply.
-func ValidateRecordDecision(cmd *commandv1.RecordDecision, now time.Time) error {
-	return errUnimplemented
-}
-
-// ValidateMarkEnteredInError checks an entered-in-error command before proposing.
-func ValidateMarkEnteredInError(cmd *commandv1.MarkEnteredInError) error { return errUnimplemented }

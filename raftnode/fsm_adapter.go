@@ -1,7 +1,6 @@
 package raftnode
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"sync"
@@ -118,22 +117,11 @@ func (a *appliedIndex) get() uint64 {
 	return a.index
 }
 
-func (a *appliedIndex) wait(ctx context.Context, want uint64, closed <-chan struct{}) error {
-	for {
-		a.mu.Lock()
-		cur, ch := a.index, a.changed
-		a.mu.Unlock()
-		if cur >= want {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("waiting to apply index %d (at %d): %w", want, cur, ctx.Err())
-		case <-closed:
-			return ErrShutdown
-		}
-	}
+// current returns the index and a channel closed at its next change.
+func (a *appliedIndex) current() (uint64, <-chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.index, a.changed
 }
 
 // SnapshotRestores counts snapshots installed into the state machine since

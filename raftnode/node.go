@@ -211,9 +211,54 @@ func classifyApplyError(err error) error {
 	}
 }
 
-// WaitApplied blocks until the state machine has applied index.
+// WaitApplied blocks until the state machine reflects every entry up to
+// index. Raft never hands no-op and barrier entries to the state machine, so
+// an index that is one of those (a new leader's first entries) is reached
+// once raft has dispatched it and the last real entry before it is applied.
 func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
-	return n.applied.wait(ctx, index, n.closed)
+	target := index
+	var poll *time.Ticker
+	for {
+		cur, changed := n.applied.current()
+		if cur >= target {
+			return nil
+		}
+		if n.raft.AppliedIndex() >= index {
+			if target = n.lastStateMachineEntry(index, cur); cur >= target {
+				return nil
+			}
+		}
+		if poll == nil {
+			// raft's dispatch counter has no notification; poll it only
+			// while waiting.
+			poll = time.NewTicker(2 * time.Millisecond)
+			defer poll.Stop()
+		}
+		select {
+		case <-changed:
+		case <-poll.C:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting to apply index %d (at %d): %w", index, cur, ctx.Err())
+		case <-n.closed:
+			return ErrShutdown
+		}
+	}
+}
+
+// lastStateMachineEntry is the highest index in (floor, index] that raft
+// hands to the state machine, or floor if there is none.
+func (n *Node) lastStateMachineEntry(index, floor uint64) uint64 {
+	for i := index; i > floor; i-- {
+		var l raft.Log
+		if err := n.logStore.GetLog(i, &l); err != nil {
+			// Unknown: assume it must be applied rather than risk a stale read.
+			return i
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return i
+		}
+	}
+	return floor
 }
 
 // AppliedIndex is the state machine's applied index.

@@ -1,0 +1,70 @@
+package api
+
+import (
+	"context"
+	"net"
+
+	"github.com/lmc-consent/consentd/fsm"
+	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
+)
+
+type clusterService struct {
+	consentv1.UnimplementedClusterServiceServer
+	s *Server
+}
+
+func (c *clusterService) GetStatus(ctx context.Context, _ *consentv1.GetStatusRequest) (*consentv1.GetStatusResponse, error) {
+	st, err := c.s.cl.Status(ctx)
+	if err != nil {
+		return nil, grpcError(c.s.log, err)
+	}
+	rev, digest, err := c.s.reg.Digest()
+	if err != nil {
+		return nil, grpcError(c.s.log, err)
+	}
+	st.Insecure, st.Version, st.StateDigest = c.s.cfg.Insecure, c.s.cfg.Version, digest
+	// The digest is taken at rev, which may be past the index raft reported
+	// a moment earlier; report the index the digest covers.
+	st.AppliedIndex = rev
+	return st, nil
+}
+
+func validHostPort(field, v string) error {
+	if _, _, err := net.SplitHostPort(v); err != nil || v == "" {
+		return &fsm.FieldError{Field: field, Msg: "must be host:port"}
+	}
+	return nil
+}
+
+func (c *clusterService) AddMember(ctx context.Context, req *consentv1.AddMemberRequest) (*consentv1.AddMemberResponse, error) {
+	if req.GetId() == "" {
+		return nil, grpcError(c.s.log, &fsm.FieldError{Field: "id", Msg: "is required"})
+	}
+	for field, v := range map[string]string{"raft_addr": req.GetRaftAddr(), "grpc_addr": req.GetGrpcAddr(), "http_addr": req.GetHttpAddr()} {
+		if err := validHostPort(field, v); err != nil {
+			return nil, grpcError(c.s.log, err)
+		}
+	}
+	if err := c.s.cl.AddMember(ctx, req); err != nil {
+		return nil, grpcError(c.s.log, err)
+	}
+	st, err := c.s.cl.Status(ctx)
+	if err != nil {
+		return nil, grpcError(c.s.log, err)
+	}
+	return &consentv1.AddMemberResponse{Members: st.GetMembers()}, nil
+}
+
+func (c *clusterService) RemoveMember(ctx context.Context, req *consentv1.RemoveMemberRequest) (*consentv1.RemoveMemberResponse, error) {
+	if req.GetId() == "" {
+		return nil, grpcError(c.s.log, &fsm.FieldError{Field: "id", Msg: "is required"})
+	}
+	if err := c.s.cl.RemoveMember(ctx, req.GetId()); err != nil {
+		return nil, grpcError(c.s.log, err)
+	}
+	st, err := c.s.cl.Status(ctx)
+	if err != nil {
+		return nil, grpcError(c.s.log, err)
+	}
+	return &consentv1.RemoveMemberResponse{Members: st.GetMembers()}, nil
+}

@@ -1,0 +1,328 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/lmc-consent/consentd/fsm"
+	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
+	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
+)
+
+type consentService struct {
+	consentv1.UnimplementedConsentServiceServer
+	s *Server
+}
+
+// newID returns a UUIDv7: time-ordered, so ids sort roughly by acceptance.
+func newID(now time.Time) string {
+	var b [16]byte
+	rand.Read(b[6:])
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16|uint64(binary.BigEndian.Uint16(b[6:8])))
+	b[6] = 0x70 | b[6]&0x0f
+	b[8] = 0x80 | b[8]&0x3f
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// callerActor is who is calling. Until caller identity exists (issue 4)
+// every caller is unauthenticated; recorded_by never comes from the body.
+func callerActor(ctx context.Context) *commandv1.Actor {
+	return &commandv1.Actor{Role: "unauthenticated"}
+}
+
+// visibleReason hides restricted reasons: until roles exist nobody reading
+// history may see them.
+func visibleReason(ctx context.Context, rec *commandv1.DecisionRecord) string {
+	if rec.GetDecision().GetRestricted() {
+		return ""
+	}
+	return rec.GetDecision().GetReason()
+}
+
+// requestID takes the idempotency key from the body or the X-Request-ID
+// header; both given and different is an error rather than a guess.
+func requestID(ctx context.Context, body string, now time.Time) (string, error) {
+	var header string
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get("x-request-id"); len(v) > 0 {
+			header = v[0]
+		}
+	}
+	switch {
+	case body != "" && header != "" && body != header:
+		return "", &fsm.FieldError{Field: "request_id", Msg: "differs from the X-Request-ID header"}
+	case body != "":
+		return body, nil
+	case header != "":
+		return header, nil
+	default:
+		return newID(now), nil
+	}
+}
+
+func (c *consentService) RecordDecision(ctx context.Context, req *consentv1.RecordDecisionRequest) (*consentv1.RecordDecisionResponse, error) {
+	s := c.s
+	now := s.cfg.Now()
+	if err := fsm.ValidateNHSNumber(req.GetNhsNumber()); err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	rid, err := requestID(ctx, req.GetRequestId(), now)
+	if err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	cmd := &commandv1.RecordDecision{
+		DecisionId: newID(now), RequestId: rid, NhsNumber: req.GetNhsNumber(),
+		Kind: req.GetKind(), State: req.GetState(),
+		RecordedAtMicros: now.UnixMicro(), RecordedBy: callerActor(ctx),
+		Channel: req.GetChannel(), Reason: req.GetReason(), Restricted: req.GetRestricted(),
+		ExpectedVersion: req.ExpectedVersion, AcceptedBy: s.cl.NodeID(),
+		DecisionMaker: &commandv1.DecisionMaker{Type: "patient"},
+	}
+	if dm := req.GetDecisionMaker(); dm != nil {
+		cmd.DecisionMaker = &commandv1.DecisionMaker{Type: dm.GetType(), ProxyRole: dm.GetProxyRole()}
+	}
+	if req.GetEffectiveFrom() != nil {
+		if err := req.GetEffectiveFrom().CheckValid(); err != nil {
+			return nil, grpcError(s.log, &fsm.FieldError{Field: "effective_from", Msg: err.Error()})
+		}
+		cmd.EffectiveFromMicros, cmd.EffectiveFromGiven = req.GetEffectiveFrom().AsTime().UnixMicro(), true
+	} else {
+		cmd.EffectiveFromMicros = cmd.RecordedAtMicros
+	}
+	if err := fsm.ValidateRecordDecision(cmd, now); err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	res, err := s.propose(ctx, &commandv1.Envelope{Body: &commandv1.Envelope_RecordDecision{RecordDecision: cmd}})
+	if err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	return &consentv1.RecordDecisionResponse{
+		Decision: toDecision(res.GetDecision(), res.GetDecision().GetDecision().GetReason()),
+		Consent:  toConsent(cmd.GetKind(), res.GetCurrent()),
+		Changed:  res.GetChanged(), Duplicate: res.GetDuplicate(),
+	}, nil
+}
+
+func (c *consentService) MarkEnteredInError(ctx context.Context, req *consentv1.MarkEnteredInErrorRequest) (*consentv1.MarkEnteredInErrorResponse, error) {
+	s := c.s
+	now := s.cfg.Now()
+	if err := fsm.ValidateNHSNumber(req.GetNhsNumber()); err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	rid, err := requestID(ctx, req.GetRequestId(), now)
+	if err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	cmd := &commandv1.MarkEnteredInError{
+		RequestId: rid, NhsNumber: req.GetNhsNumber(), DecisionId: req.GetDecisionId(), Reason: req.GetReason(),
+		RecordedAtMicros: now.UnixMicro(), RecordedBy: callerActor(ctx), ExpectedVersion: req.ExpectedVersion,
+		AcceptedBy: s.cl.NodeID(),
+	}
+	if err := fsm.ValidateMarkEnteredInError(cmd); err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	res, err := s.propose(ctx, &commandv1.Envelope{Body: &commandv1.Envelope_MarkEnteredInError{MarkEnteredInError: cmd}})
+	if err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	rec := res.GetDecision()
+	return &consentv1.MarkEnteredInErrorResponse{
+		Decision: toDecision(rec, rec.GetDecision().GetReason()),
+		Consent:  toConsent(rec.GetDecision().GetKind(), res.GetCurrent()),
+		Changed:  res.GetChanged(), Duplicate: res.GetDuplicate(),
+	}, nil
+}
+
+func (s *Server) propose(ctx context.Context, env *commandv1.Envelope) (*commandv1.Result, error) {
+	b, err := fsm.EncodeCommand(env)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.cl.Apply(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	if err := fsm.ResultError(res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// read makes a read linearizable unless the caller asked for stale, and
+// says how it was served.
+func (s *Server) read(ctx context.Context, consistency string) (*consentv1.ReadInfo, error) {
+	info := &consentv1.ReadInfo{ServedBy: s.cl.NodeID()}
+	switch consistency {
+	case "", "linearizable":
+		info.Consistency = "linearizable"
+		if _, err := s.cl.LinearizableRead(ctx); err != nil {
+			return nil, err
+		}
+	case "stale":
+		info.Consistency = "stale"
+		commit, since := s.cl.StaleInfo()
+		info.KnownCommitIndex, info.SinceLeaderContactMs = commit, since.Milliseconds()
+	default:
+		return nil, &fsm.FieldError{Field: "consistency", Msg: fmt.Sprintf("%q: want linearizable or stale", consistency)}
+	}
+	return info, nil
+}
+
+func (c *consentService) GetConsents(ctx context.Context, req *consentv1.GetConsentsRequest) (*consentv1.GetConsentsResponse, error) {
+	s := c.s
+	if err := fsm.ValidateNHSNumber(req.GetNhsNumber()); err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	info, err := s.read(ctx, req.GetConsistency())
+	if err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	rev, consents, err := s.reg.GetConsents(req.GetNhsNumber())
+	if err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	out := &consentv1.GetConsentsResponse{NhsNumber: req.GetNhsNumber(), Revision: rev, Read: info}
+	for _, k := range consents {
+		pc := &consentv1.Consent{Kind: k.Kind, State: k.State, Version: k.Version, DecisionId: k.DecisionID}
+		if !k.EffectiveFrom.IsZero() {
+			pc.EffectiveFrom = timestamppb.New(k.EffectiveFrom)
+		}
+		out.Consents = append(out.Consents, pc)
+	}
+	return out, nil
+}
+
+func (c *consentService) ListDecisions(ctx context.Context, req *consentv1.ListDecisionsRequest) (*consentv1.ListDecisionsResponse, error) {
+	s := c.s
+	if err := fsm.ValidateNHSNumber(req.GetNhsNumber()); err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size == 0:
+		size = 50
+	case size < 0 || size > s.cfg.MaxPageSize:
+		return nil, grpcError(s.log, &fsm.FieldError{Field: "page_size", Msg: fmt.Sprintf("must be 1..%d", s.cfg.MaxPageSize)})
+	}
+	var after uint64
+	if t := req.GetPageToken(); t != "" {
+		b, err := base64.RawURLEncoding.DecodeString(t)
+		if err != nil || len(b) != 8 {
+			return nil, grpcError(s.log, &fsm.FieldError{Field: "page_token", Msg: "is not a token this API returned"})
+		}
+		after = binary.BigEndian.Uint64(b)
+	}
+	info, err := s.read(ctx, req.GetConsistency())
+	if err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	rev, recs, next, err := s.reg.ListDecisions(req.GetNhsNumber(), req.GetKind(), after, size)
+	if err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	out := &consentv1.ListDecisionsResponse{Revision: rev, Read: info}
+	for _, r := range recs {
+		out.Decisions = append(out.Decisions, toDecision(r, visibleReason(ctx, r)))
+	}
+	if next != 0 {
+		out.NextPageToken = base64.RawURLEncoding.EncodeToString(binary.BigEndian.AppendUint64(nil, next))
+	}
+	return out, nil
+}
+
+func (c *consentService) CheckConsents(ctx context.Context, req *consentv1.CheckConsentsRequest) (*consentv1.CheckConsentsResponse, error) {
+	s := c.s
+	if _, ok := fsm.LookupKind(req.GetKind()); !ok {
+		return nil, grpcError(s.log, &fsm.FieldError{Field: "kind", Msg: fmt.Sprintf("unknown kind %q", req.GetKind())})
+	}
+	if n := len(req.GetNhsNumbers()); n == 0 || n > s.cfg.MaxCheckBatch {
+		return nil, grpcError(s.log, &fsm.FieldError{Field: "nhs_numbers", Msg: fmt.Sprintf("must hold 1..%d numbers, got %d", s.cfg.MaxCheckBatch, n)})
+	}
+	for i, n := range req.GetNhsNumbers() {
+		if err := fsm.ValidateNHSNumber(n); err != nil {
+			return nil, grpcError(s.log, &fsm.FieldError{Field: fmt.Sprintf("nhs_numbers[%d]", i), Msg: err.Error()})
+		}
+	}
+	info, err := s.read(ctx, req.GetConsistency())
+	if err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	rev, results, err := s.reg.CheckConsents(req.GetKind(), req.GetNhsNumbers())
+	if err != nil {
+		return nil, grpcError(s.log, err)
+	}
+	out := &consentv1.CheckConsentsResponse{Revision: rev, Read: info, Results: make([]*consentv1.CheckResult, len(results))}
+	for i, r := range results {
+		out.Results[i] = &consentv1.CheckResult{NhsNumber: r.NHSNumber, State: r.State, Version: r.Version}
+	}
+	return out, nil
+}
+
+func (c *consentService) ListKinds(ctx context.Context, _ *consentv1.ListKindsRequest) (*consentv1.ListKindsResponse, error) {
+	out := &consentv1.ListKindsResponse{}
+	for _, k := range fsm.Kinds() {
+		pk := &consentv1.Kind{Name: k.Name, Description: k.Description, DefaultState: k.DefaultState}
+		for _, st := range k.States {
+			ps := &consentv1.KindState{Name: st.Name, Description: st.Description}
+			for _, code := range st.Codes {
+				ps.Codes = append(ps.Codes, &consentv1.ExternalCode{System: code.System, Code: code.Code})
+			}
+			pk.States = append(pk.States, ps)
+		}
+		out.Kinds = append(out.Kinds, pk)
+	}
+	return out, nil
+}
+
+func micros(v int64) *timestamppb.Timestamp {
+	if v == 0 {
+		return nil
+	}
+	return timestamppb.New(time.UnixMicro(v))
+}
+
+func toActor(a *commandv1.Actor) *consentv1.RecordedBy {
+	if a == nil {
+		return nil
+	}
+	return &consentv1.RecordedBy{OdsCode: a.GetOdsCode(), UserId: a.GetUserId(), Role: a.GetRole()}
+}
+
+func toDecision(rec *commandv1.DecisionRecord, reason string) *consentv1.Decision {
+	if rec == nil {
+		return nil
+	}
+	d := rec.GetDecision()
+	out := &consentv1.Decision{
+		Id: d.GetDecisionId(), NhsNumber: d.GetNhsNumber(), Kind: d.GetKind(), State: d.GetState(),
+		EffectiveFrom: micros(d.GetEffectiveFromMicros()), RecordedAt: micros(d.GetRecordedAtMicros()),
+		DecisionMaker: &consentv1.DecisionMaker{Type: d.GetDecisionMaker().GetType(), ProxyRole: d.GetDecisionMaker().GetProxyRole()},
+		RecordedBy:    toActor(d.GetRecordedBy()), Channel: d.GetChannel(), Reason: reason, Restricted: d.GetRestricted(),
+		RequestId: d.GetRequestId(), Revision: rec.GetRaftIndex(), Version: rec.GetVersion(), AcceptedBy: d.GetAcceptedBy(),
+	}
+	if e := rec.GetEnteredInError(); e != nil {
+		out.EnteredInError = &consentv1.EnteredInError{Revision: e.GetRaftIndex(), Reason: e.GetReason(),
+			RecordedAt: micros(e.GetRecordedAtMicros()), RecordedBy: toActor(e.GetRecordedBy()), RequestId: e.GetRequestId()}
+	}
+	return out
+}
+
+func toConsent(kind string, cur *commandv1.CurrentRecord) *consentv1.Consent {
+	c := &consentv1.Consent{Kind: kind}
+	if k, ok := fsm.LookupKind(kind); ok {
+		c.State = k.DefaultState
+	}
+	if cur != nil {
+		c.State, c.Version, c.DecisionId, c.EffectiveFrom = cur.GetState(), cur.GetVersion(), cur.GetDecisionId(), micros(cur.GetEffectiveFromMicros())
+	}
+	return c
+}

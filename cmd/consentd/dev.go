@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/lmc-consent/consentd/cluster"
+	"github.com/lmc-consent/consentd/node"
+)
+
+const devUsage = `consentd dev runs a local cluster in one process on 127.0.0.1:
+REST on 8081.., gRPC on 9081.., raft on 7081.., data kept under --dir across
+restarts. Plain TCP only: for development, never for patient data.
+Ctrl-C stops it cleanly.
+
+Usage:
+  consentd dev [--nodes 3] [--dir ./.consentd-dev]
+
+Flags:
+`
+
+func runDev(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("consentd dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, devUsage); fs.PrintDefaults() }
+	var (
+		nodes    = fs.Int("nodes", 3, "number of nodes (odd numbers tolerate failures: 3 survives one)")
+		dir      = fs.String("dir", ".consentd-dev", "where the nodes keep their data")
+		httpPort = fs.Int("http-port", 8081, "REST port of n1; n2 uses the next, and so on")
+		grpcPort = fs.Int("grpc-port", 9081, "gRPC port of n1")
+		raftPort = fs.Int("raft-port", 7081, "raft port of n1")
+		logLevel = fs.String("log-level", "warn", "debug, info, warn or error")
+	)
+	if err := parseWithEnv(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *nodes < 1 || *nodes > 9 {
+		fmt.Fprintln(stderr, "consentd dev: --nodes must be 1..9")
+		return 2
+	}
+	logger, err := newLogger(stderr, *logLevel, "text")
+	if err != nil {
+		fmt.Fprintln(stderr, "consentd dev:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	l := &cluster.Launcher{
+		Nodes: *nodes, BaseDir: *dir, RaftPort: *raftPort, GRPCPort: *grpcPort, HTTPPort: *httpPort,
+		StartNode: func(ctx context.Context, s cluster.NodeSpec) (cluster.Running, error) {
+			return node.Start(ctx, node.Config{
+				ID: s.ID, DataDir: s.DataDir, RaftAddr: s.RaftAddr, GRPCAddr: s.GRPCAddr, HTTPAddr: s.HTTPAddr,
+				Bootstrap: s.Bootstrap, Join: s.Join, Insecure: true, Version: version, Logger: logger,
+			})
+		},
+	}
+	running, err := l.Launch(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "consentd dev:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "consentd dev: %d nodes, data in %s (plain TCP, development only)\n", len(running), *dir)
+	for _, r := range running {
+		fmt.Fprintf(stdout, "  %s  REST http://%s  gRPC %s\n", r.ID(), r.HTTPAddr(), r.GRPCAddr())
+	}
+	first, last := running[0], running[len(running)-1]
+	fmt.Fprintf(stdout, `
+Record a decision on %[1]s and read it back from %[2]s:
+  curl -s -X POST http://%[3]s/v1/patients/9990000018/decisions -H 'Content-Type: application/json' \
+    -d '{"kind":"scr","state":"dissent","channel":"in_person","decisionMaker":{"type":"patient"},"requestId":"demo-1"}'
+  curl -s http://%[4]s/v1/patients/9990000018/consents
+
+Cluster status: curl -s http://%[3]s/v1/cluster/status
+Press Ctrl-C to stop.
+`, first.ID(), last.ID(), first.HTTPAddr(), last.HTTPAddr())
+
+	<-ctx.Done()
+	stop()
+	fmt.Fprintln(stdout, "consentd dev: stopping")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	failed := false
+	for i := len(running) - 1; i >= 0; i-- {
+		if err := running[i].Shutdown(shutdownCtx); err != nil {
+			fmt.Fprintf(stderr, "consentd dev: stop %s: %v\n", running[i].ID(), err)
+			failed = true
+		}
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,200 @@
+// Command consentd runs one node of the consent register, or with `dev` a
+// whole local cluster in one process. It only parses configuration and
+// wires packages together; everything else lives in the packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lmc-consent/consentd/node"
+)
+
+const version = "0.1.0-dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "dev":
+			return runDev(args[1:], stdout, stderr)
+		case "version", "--version":
+			fmt.Fprintln(stdout, "consentd", version)
+			return 0
+		}
+	}
+	return runNode(args, stdout, stderr)
+}
+
+const nodeUsage = `consentd runs one node of the consent register.
+
+Usage:
+  consentd --id ID --data-dir DIR --raft-addr H:P --grpc-addr H:P --http-addr H:P
+           (--bootstrap | --join H:P[,H:P]) --insecure
+  consentd dev [--nodes 3]      run a local cluster in one process
+  consentd version
+
+Every flag can also be set as an environment variable CONSENTD_<FLAG>, with
+dashes as underscores (CONSENTD_DATA_DIR=/var/lib/consentd). A flag on the
+command line wins over the environment.
+
+Restarting with an existing data dir needs neither --bootstrap nor --join.
+
+Flags:
+`
+
+func runNode(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("consentd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, nodeUsage); fs.PrintDefaults() }
+	var (
+		id            = fs.String("id", "", "raft id of this node, stable across restarts (required)")
+		dataDir       = fs.String("data-dir", "", "directory for the raft log, snapshots and register (required)")
+		raftAddr      = fs.String("raft-addr", "127.0.0.1:7081", "raft listen address")
+		raftAdvertise = fs.String("raft-advertise", "", "raft address other nodes dial (default: --raft-addr)")
+		grpcAddr      = fs.String("grpc-addr", "127.0.0.1:9081", "gRPC listen address (public API and node-to-node)")
+		grpcAdvertise = fs.String("grpc-advertise", "", "gRPC address other nodes dial (default: --grpc-addr)")
+		httpAddr      = fs.String("http-addr", "127.0.0.1:8081", "REST/JSON, health and metrics listen address")
+		httpAdvertise = fs.String("http-advertise", "", "REST address reported to others (default: --http-addr)")
+		bootstrap     = fs.Bool("bootstrap", false, "start a new cluster with this node as its first member")
+		join          = fs.String("join", "", "comma-separated gRPC addresses of members to join through")
+		insecure      = fs.Bool("insecure", false, "serve without TLS (required until TLS is available)")
+		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
+		logFormat     = fs.String("log-format", "text", "text or json")
+		snapThreshold = fs.Uint64("snapshot-threshold", 8192, "log entries between snapshots")
+		trailingLogs  = fs.Uint64("trailing-logs", 10240, "log entries kept after a snapshot")
+		heartbeat     = fs.Duration("heartbeat-timeout", time.Second, "raft heartbeat timeout")
+		election      = fs.Duration("election-timeout", time.Second, "raft election timeout")
+	)
+	if err := parseWithEnv(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, "consentd:", err)
+		return 2
+	}
+	var missing []string
+	if *id == "" {
+		missing = append(missing, "--id")
+	}
+	if *dataDir == "" {
+		missing = append(missing, "--data-dir")
+	}
+	if len(missing) > 0 {
+		fmt.Fprintf(stderr, "consentd: missing %s (see consentd --help)\n", strings.Join(missing, ", "))
+		return 2
+	}
+	if !*insecure {
+		fmt.Fprintln(stderr, "consentd: TLS is not available yet; refusing to serve patient data in plain text without --insecure")
+		return 2
+	}
+	logger.Warn("running WITHOUT TLS (--insecure): every listener is plain TCP; use only on a trusted network")
+
+	cfg := node.Config{
+		ID: *id, DataDir: *dataDir,
+		RaftAddr: *raftAddr, RaftAdvertise: *raftAdvertise,
+		GRPCAddr: *grpcAddr, GRPCAdvertise: *grpcAdvertise,
+		HTTPAddr: *httpAddr, HTTPAdvertise: *httpAdvertise,
+		Bootstrap: *bootstrap, Join: splitList(*join), Insecure: *insecure,
+		GatherProcessMetrics: true, Version: version, Logger: logger,
+	}
+	cfg.Raft.SnapshotThreshold = *snapThreshold
+	cfg.Raft.TrailingLogs = *trailingLogs
+	cfg.Raft.HeartbeatTimeout = *heartbeat
+	cfg.Raft.ElectionTimeout = *election
+	if *heartbeat < time.Second {
+		cfg.Raft.LeaderLeaseTimeout = *heartbeat / 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		logger.Error("start failed", "err", err)
+		return 1
+	}
+	<-ctx.Done()
+	stop()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Shutdown(shutdownCtx); err != nil {
+		logger.Error("shutdown", "err", err)
+		return 1
+	}
+	logger.Info("stopped")
+	return 0
+}
+
+// parseWithEnv parses args, then fills every flag not given on the command
+// line from CONSENTD_<NAME>.
+func parseWithEnv(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return errors.New("unexpected argument")
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := "CONSENTD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintln(fs.Output(), "consentd:", err)
+		return err
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+}

@@ -1,0 +1,399 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
+)
+
+type proc struct {
+	id, dataDir              string
+	raft, grpcAddr, httpAddr string
+	args                     []string
+	cmd                      *exec.Cmd
+	log                      *os.File
+}
+
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "consentd")
+	out, err := exec.Command("go", "build", "-o", bin, "../cmd/consentd").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func (p *proc) start(t *testing.T, bin string, extra ...string) {
+	t.Helper()
+	args := append([]string{
+		"--id", p.id, "--data-dir", p.dataDir, "--raft-addr", p.raft, "--grpc-addr", p.grpcAddr,
+		"--http-addr", p.httpAddr, "--insecure", "--heartbeat-timeout", "400ms", "--election-timeout", "400ms",
+		"--log-level", "info",
+	}, extra...)
+	var err error
+	p.log, err = os.OpenFile(filepath.Join(filepath.Dir(p.dataDir), p.id+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (p *proc) kill() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		p.cmd.Wait()
+		p.cmd = nil
+	}
+	if p.log != nil {
+		p.log.Close()
+		p.log = nil
+	}
+}
+
+func (p *proc) term(t *testing.T) {
+	t.Helper()
+	if p.cmd == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("%s exited after SIGTERM with %v", p.id, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s did not stop within 30s of SIGTERM", p.id)
+		p.cmd.Process.Kill()
+	}
+	p.cmd = nil
+	p.log.Close()
+	p.log = nil
+}
+
+func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("not within %v: %v", timeout, err)
+}
+
+func httpJSON(method, url string, body any, out any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	client := &http.Client{Timeout: 15 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, nil, err
+	}
+	if out != nil && resp.StatusCode/100 == 2 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return resp.StatusCode, raw, fmt.Errorf("decode %s: %w", raw, err)
+		}
+	}
+	return resp.StatusCode, raw, nil
+}
+
+type statusJSON struct {
+	ID       string `json:"id"`
+	State    string `json:"state"`
+	LeaderID string `json:"leaderId"`
+	Insecure bool   `json:"insecure"`
+	Members  []struct {
+		ID       string `json:"id"`
+		Suffrage string `json:"suffrage"`
+		HTTPAddr string `json:"httpAddr"`
+	} `json:"members"`
+	AppliedIndex string `json:"appliedIndex"`
+	StateDigest  string `json:"stateDigest"`
+}
+
+type consentsJSON struct {
+	NhsNumber string `json:"nhsNumber"`
+	Revision  string `json:"revision"`
+	Consents  []struct {
+		Kind    string `json:"kind"`
+		State   string `json:"state"`
+		Version string `json:"version"`
+	} `json:"consents"`
+}
+
+func (c consentsJSON) state(kind string) (string, string) {
+	for _, k := range c.Consents {
+		if k.Kind == kind {
+			return k.State, k.Version
+		}
+	}
+	return "", ""
+}
+
+func TestThreeProcessesOverRESTAndGRPC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	procs := make([]*proc, 3)
+	for i := range procs {
+		id := fmt.Sprintf("n%d", i+1)
+		procs[i] = &proc{id: id, dataDir: filepath.Join(dir, id), raft: freePort(t), grpcAddr: freePort(t), httpAddr: freePort(t)}
+	}
+	t.Cleanup(func() {
+		for _, p := range procs {
+			p.kill()
+		}
+		if t.Failed() {
+			for _, p := range procs {
+				b, _ := os.ReadFile(filepath.Join(dir, p.id+".log"))
+				t.Logf("---- %s log (tail) ----\n%s", p.id, tail(string(b), 3000))
+			}
+		}
+	})
+	procs[0].start(t, bin, "--bootstrap")
+	procs[1].start(t, bin, "--join", procs[0].grpcAddr)
+	procs[2].start(t, bin, "--join", procs[1].grpcAddr+","+procs[0].grpcAddr)
+
+	// All three are voters and every node is ready for linearizable reads.
+	waitFor(t, 30*time.Second, func() error {
+		for _, p := range procs {
+			var st statusJSON
+			code, raw, err := httpJSON("GET", "http://"+p.httpAddr+"/v1/cluster/status", nil, &st)
+			if err != nil || code != 200 {
+				return fmt.Errorf("%s status %d %s %v", p.id, code, raw, err)
+			}
+			if len(st.Members) != 3 {
+				return fmt.Errorf("%s sees %d members", p.id, len(st.Members))
+			}
+			if code, _, _ := httpJSON("GET", "http://"+p.httpAddr+"/readyz", nil, nil); code != 200 {
+				return fmt.Errorf("%s not ready (%d)", p.id, code)
+			}
+		}
+		return nil
+	})
+	var st statusJSON
+	if _, _, err := httpJSON("GET", "http://"+procs[0].httpAddr+"/v1/cluster/status", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Insecure {
+		t.Error("status does not say the node runs without TLS")
+	}
+
+	// REST: record on n1, read back on n3.
+	var rec struct {
+		Decision struct {
+			ID       string `json:"id"`
+			Revision string `json:"revision"`
+			Version  string `json:"version"`
+		} `json:"decision"`
+		Changed bool `json:"changed"`
+	}
+	body := map[string]any{"kind": "scr", "state": "dissent", "channel": "in_person",
+		"decisionMaker": map[string]string{"type": "patient"}, "requestId": "e2e-1"}
+	code, raw, err := httpJSON("POST", "http://"+procs[0].httpAddr+"/v1/patients/9990000018/decisions", body, &rec)
+	if err != nil || code != 200 {
+		t.Fatalf("record: %d %s %v", code, raw, err)
+	}
+	if rec.Decision.ID == "" || rec.Decision.Version != "1" || !rec.Changed {
+		t.Fatalf("record response %s", raw)
+	}
+	var cons consentsJSON
+	code, raw, err = httpJSON("GET", "http://"+procs[2].httpAddr+"/v1/patients/9990000018/consents", nil, &cons)
+	if err != nil || code != 200 {
+		t.Fatalf("read: %d %s %v", code, raw, err)
+	}
+	if s, v := cons.state("scr"); s != "dissent" || v != "1" {
+		t.Fatalf("n3 read %s v%s, want dissent v1: %s", s, v, raw)
+	}
+	// Bad input is refused with the field named, and nothing is written.
+	code, raw, _ = httpJSON("POST", "http://"+procs[1].httpAddr+"/v1/patients/9990000017/decisions", body, nil)
+	if code != 400 || !strings.Contains(string(raw), "nhs_number") {
+		t.Fatalf("wrong check digit: %d %s", code, raw)
+	}
+
+	// gRPC: record on n2, check a batch on n1.
+	conns := map[string]consentv1.ConsentServiceClient{}
+	for _, p := range procs {
+		cc, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		conns[p.id] = consentv1.NewConsentServiceClient(cc)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	acked := map[string]string{}
+	for i := 0; i < 30; i++ {
+		nhs := nhsNumber(i)
+		state := []string{"dissent", "consent_core"}[i%2]
+		_, err := conns[procs[i%3].id].RecordDecision(ctx, &consentv1.RecordDecisionRequest{
+			NhsNumber: nhs, Kind: "scr", State: state, Channel: "phone",
+			DecisionMaker: &consentv1.DecisionMaker{Type: "patient"}, RequestId: fmt.Sprintf("e2e-g-%d", i),
+		})
+		if err != nil {
+			t.Fatalf("grpc record %d: %v", i, err)
+		}
+		acked[nhs] = state
+	}
+	var nums []string
+	for nhs := range acked {
+		nums = append(nums, nhs)
+	}
+	chk, err := conns["n1"].CheckConsents(ctx, &consentv1.CheckConsentsRequest{Kind: "scr", NhsNumbers: nums})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range chk.GetResults() {
+		if acked[r.GetNhsNumber()] != r.GetState() {
+			t.Fatalf("check %s: %s, want %s", r.GetNhsNumber(), r.GetState(), acked[r.GetNhsNumber()])
+		}
+	}
+
+	// Kill the leader with SIGKILL; a new one is elected and nothing is lost.
+	leader := -1
+	for i, p := range procs {
+		var s statusJSON
+		if _, _, err := httpJSON("GET", "http://"+p.httpAddr+"/v1/cluster/status", nil, &s); err == nil && s.State == "leader" {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("no leader found")
+	}
+	procs[leader].kill()
+	start := time.Now()
+	survivor := procs[(leader+1)%3]
+	waitFor(t, 10*time.Second, func() error {
+		code, _, err := httpJSON("GET", "http://"+survivor.httpAddr+"/readyz", nil, nil)
+		if err != nil || code != 200 {
+			return fmt.Errorf("readyz %d %v", code, err)
+		}
+		return nil
+	})
+	t.Logf("leader %s killed; %s ready again after %v", procs[leader].id, survivor.id, time.Since(start).Round(time.Millisecond))
+	for nhs, want := range acked {
+		resp, err := conns[survivor.id].GetConsents(ctx, &consentv1.GetConsentsRequest{NhsNumber: nhs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range resp.GetConsents() {
+			if c.GetKind() == "scr" && c.GetState() != want {
+				t.Fatalf("%s: %s after leader kill, want %s", nhs, c.GetState(), want)
+			}
+		}
+	}
+	// Invalid input over gRPC: INVALID_ARGUMENT.
+	_, err = conns[survivor.id].RecordDecision(ctx, &consentv1.RecordDecisionRequest{NhsNumber: "9990000018", Kind: "nope", State: "dissent", Channel: "phone", RequestId: "bad"})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("unknown kind: %v, want InvalidArgument", err)
+	}
+
+	// The killed node restarts on its data dir with no bootstrap/join flags
+	// and catches up.
+	procs[leader].start(t, bin)
+	waitFor(t, 30*time.Second, func() error {
+		var a, b statusJSON
+		if _, _, err := httpJSON("GET", "http://"+procs[leader].httpAddr+"/v1/cluster/status", nil, &a); err != nil {
+			return err
+		}
+		if _, _, err := httpJSON("GET", "http://"+survivor.httpAddr+"/v1/cluster/status", nil, &b); err != nil {
+			return err
+		}
+		if a.StateDigest == "" || a.StateDigest != b.StateDigest || a.AppliedIndex != b.AppliedIndex {
+			return fmt.Errorf("restarted %s at %s/%s, survivor at %s/%s", a.ID, a.AppliedIndex, a.StateDigest, b.AppliedIndex, b.StateDigest)
+		}
+		return nil
+	})
+	code, raw, err = httpJSON("GET", "http://"+procs[leader].httpAddr+"/v1/patients/9990000018/consents", nil, &cons)
+	if err != nil || code != 200 {
+		t.Fatalf("read on restarted node: %d %s %v", code, raw, err)
+	}
+	if s, _ := cons.state("scr"); s != "dissent" {
+		t.Fatalf("restarted node reads %s", s)
+	}
+
+	// SIGTERM stops every node cleanly.
+	for _, p := range procs {
+		p.term(t)
+	}
+}
+
+func nhsNumber(i int) string {
+	for base := 999100000 + i*7; ; base++ {
+		s := fmt.Sprintf("%09d", base)
+		sum := 0
+		for k := 0; k < 9; k++ {
+			sum += int(s[k]-'0') * (10 - k)
+		}
+		c := 11 - sum%11
+		if c == 11 {
+			c = 0
+		}
+		if c != 10 {
+			return s + fmt.Sprint(c)
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}
