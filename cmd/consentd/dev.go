@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -70,6 +71,9 @@ func runDev(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "consentd dev:", err)
 		return 1
 	}
+	if err := waitReady(ctx, running, 20*time.Second); err != nil {
+		fmt.Fprintln(stderr, "consentd dev: cluster not ready yet:", err)
+	}
 	fmt.Fprintf(stdout, "consentd dev: %d nodes, data in %s (plain TCP, development only)\n", len(running), *dir)
 	for _, r := range running {
 		fmt.Fprintf(stdout, "  %s  REST http://%s  gRPC %s\n", r.ID(), r.HTTPAddr(), r.GRPCAddr())
@@ -101,4 +105,33 @@ Press Ctrl-C to stop.
 		return 1
 	}
 	return 0
+}
+
+// waitReady polls every node's /readyz so the printed curl example works the
+// moment it is shown.
+func waitReady(ctx context.Context, nodes []cluster.Running, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	client := &http.Client{Timeout: 2 * time.Second}
+	for _, n := range nodes {
+		for {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.HTTPAddr()+"/readyz", nil)
+			if err != nil {
+				return err
+			}
+			resp, err := client.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s: %w", n.ID(), ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
