@@ -66,14 +66,6 @@ func (s *Server) recoverPanics(ctx context.Context, req any, info *grpc.UnarySer
 	return handler(ctx, req)
 }
 
-// maskNHS keeps logs free of full NHS numbers.
-func maskNHS(n string) string {
-	if len(n) != 10 {
-		return "**********"
-	}
-	return n[:3] + "****" + n[7:]
-}
-
 // pipeListener is an in-process listener: the gateway's connections to the
 // gRPC server never touch the network.
 type pipeListener struct {

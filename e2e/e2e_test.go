@@ -27,7 +27,6 @@ import (
 type proc struct {
 	id, dataDir              string
 	raft, grpcAddr, httpAddr string
-	args                     []string
 	cmd                      *exec.Cmd
 	log                      *os.File
 }
