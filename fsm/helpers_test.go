@@ -1,0 +1,101 @@
+package fsm
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
+)
+
+func openTest(t testing.TB) *Store {
+	t.Helper()
+	s, err := Open(Config{Path: filepath.Join(t.TempDir(), "register.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// applier proposes commands at increasing raft indexes, as raft would.
+type applier struct {
+	t     testing.TB
+	s     *Store
+	index uint64
+}
+
+func newApplier(t testing.TB) *applier { return &applier{t: t, s: openTest(t)} }
+
+func (a *applier) apply(env *commandv1.Envelope) *commandv1.Result {
+	a.t.Helper()
+	b, err := EncodeCommand(env)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.index++
+	res := a.s.Apply([]uint64{a.index}, [][]byte{b})
+	r, ok := res[0].(*commandv1.Result)
+	if !ok {
+		a.t.Fatalf("result %T", res[0])
+	}
+	return r
+}
+
+var base = time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+
+// decision builds a valid RecordDecision; day offsets effective_from.
+func decision(nhs, kind, state string, day int, reqID string) *commandv1.RecordDecision {
+	return &commandv1.RecordDecision{
+		DecisionId: "d-" + reqID, RequestId: reqID, NhsNumber: nhs, Kind: kind, State: state,
+		EffectiveFromMicros: base.AddDate(0, 0, day).UnixMicro(), EffectiveFromGiven: true,
+		RecordedAtMicros: base.AddDate(0, 1, 0).UnixMicro(),
+		DecisionMaker:    &commandv1.DecisionMaker{Type: "patient"}, Channel: "in_person",
+		RecordedBy: &commandv1.Actor{OdsCode: "A81001", Role: "practice"},
+	}
+}
+
+func record(d *commandv1.RecordDecision) *commandv1.Envelope {
+	return &commandv1.Envelope{Body: &commandv1.Envelope_RecordDecision{RecordDecision: d}}
+}
+
+func markEIE(nhs, decisionID, reqID string) *commandv1.Envelope {
+	return &commandv1.Envelope{Body: &commandv1.Envelope_MarkEnteredInError{MarkEnteredInError: &commandv1.MarkEnteredInError{
+		RequestId: reqID, NhsNumber: nhs, DecisionId: decisionID, Reason: "wrong patient",
+		RecordedAtMicros: base.AddDate(0, 2, 0).UnixMicro(),
+	}}}
+}
+
+func state(t testing.TB, s *Store, nhs, kind string) Consent {
+	t.Helper()
+	_, cs, err := s.GetConsents(nhs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if c.Kind == kind {
+			return c
+		}
+	}
+	t.Fatalf("kind %s missing", kind)
+	return Consent{}
+}
+
+// validNHS returns the i-th valid NHS number of the 999 test range.
+func validNHS(i int) string {
+	for b := 999000000 + i*10; ; b++ {
+		s := fmt.Sprintf("%09d", b)
+		sum := 0
+		for k := 0; k < 9; k++ {
+			sum += int(s[k]-'0') * (10 - k)
+		}
+		c := 11 - sum%11
+		if c == 11 {
+			c = 0
+		}
+		if c != 10 {
+			return s + fmt.Sprint(c)
+		}
+	}
+}
