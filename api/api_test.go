@@ -21,9 +21,9 @@ import (
 
 	"github.com/lmc-consent/consentd/cluster"
 	"github.com/lmc-consent/consentd/fsm"
-	"github.com/lmc-consent/consentd/raftnode"
 	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
 	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
+	"github.com/lmc-consent/consentd/raftnode"
 )
 
 // fakeCluster applies commands straight to a real register, and can be told
@@ -64,7 +64,9 @@ func (f *fakeCluster) Status(ctx context.Context) (*consentv1.GetStatusResponse,
 	return &consentv1.GetStatusResponse{Id: "t1", State: "leader", LeaderId: "t1"}, nil
 }
 
-func (f *fakeCluster) AddMember(ctx context.Context, req *consentv1.AddMemberRequest) error { return nil }
+func (f *fakeCluster) AddMember(ctx context.Context, req *consentv1.AddMemberRequest) error {
+	return nil
+}
 func (f *fakeCluster) RemoveMember(ctx context.Context, id string) error {
 	if id != "t2" {
 		return cluster.ErrMemberNotFound
