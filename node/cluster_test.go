@@ -28,6 +28,7 @@ type testCluster struct {
 	dir   string
 	specs []cluster.NodeSpec
 	nodes []*node.Node // nil when stopped
+	mu    sync.Mutex   // guards conns: workers share clients
 	conns map[string]*grpc.ClientConn
 	tune  func(*node.Config)
 }
@@ -131,6 +132,8 @@ func (tc *testCluster) stopAll() {
 func (tc *testCluster) client(i int) consentv1.ConsentServiceClient {
 	tc.t.Helper()
 	addr := tc.specs[i].GRPCAddr
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
 	c, ok := tc.conns[addr]
 	if !ok {
 		var err error
