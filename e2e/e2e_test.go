@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/lmc-consent/consentd/fsm"
 	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
 )
 
@@ -279,7 +280,7 @@ func TestThreeProcessesOverRESTAndGRPC(t *testing.T) {
 	defer cancel()
 	acked := map[string]string{}
 	for i := 0; i < 30; i++ {
-		nhs := nhsNumber(i)
+		nhs := fsm.TestNHSNumber(1000 + i)
 		state := []string{"dissent", "consent_core"}[i%2]
 		_, err := conns[procs[i%3].id].RecordDecision(ctx, &consentv1.RecordDecisionRequest{
 			NhsNumber: nhs, Kind: "scr", State: state, Channel: "phone",
@@ -370,23 +371,6 @@ func TestThreeProcessesOverRESTAndGRPC(t *testing.T) {
 	// SIGTERM stops every node cleanly.
 	for _, p := range procs {
 		p.term(t)
-	}
-}
-
-func nhsNumber(i int) string {
-	for base := 999100000 + i*7; ; base++ {
-		s := fmt.Sprintf("%09d", base)
-		sum := 0
-		for k := 0; k < 9; k++ {
-			sum += int(s[k]-'0') * (10 - k)
-		}
-		c := 11 - sum%11
-		if c == 11 {
-			c = 0
-		}
-		if c != 10 {
-			return s + fmt.Sprint(c)
-		}
 	}
 }
 

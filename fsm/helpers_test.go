@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -80,22 +79,4 @@ func state(t testing.TB, s *Store, nhs, kind string) Consent {
 	}
 	t.Fatalf("kind %s missing", kind)
 	return Consent{}
-}
-
-// validNHS returns the i-th valid NHS number of the 999 test range.
-func validNHS(i int) string {
-	for b := 999000000 + i*10; ; b++ {
-		s := fmt.Sprintf("%09d", b)
-		sum := 0
-		for k := 0; k < 9; k++ {
-			sum += int(s[k]-'0') * (10 - k)
-		}
-		c := 11 - sum%11
-		if c == 11 {
-			c = 0
-		}
-		if c != 10 {
-			return s + fmt.Sprint(c)
-		}
-	}
 }

@@ -33,3 +33,32 @@ func ValidateNHSNumber(s string) error {
 	}
 	return nil
 }
+
+// TestNHSNumber returns the i-th valid number of the 999 range that the NHS
+// sets aside for test data (i ≥ 0; numbers grow with i). For tests,
+// benchmarks and demos: never a real patient.
+func TestNHSNumber(i int) string {
+	for base := 999000000 + i*11; ; base++ {
+		var b [10]byte
+		n := base
+		for k := 8; k >= 0; k-- {
+			b[k] = byte('0' + n%10)
+			n /= 10
+		}
+		sum := 0
+		for k := 0; k < 9; k++ {
+			sum += int(b[k]-'0') * (10 - k)
+		}
+		check := 11 - sum%11
+		if check == 11 {
+			check = 0
+		}
+		if check == 10 {
+			continue
+		}
+		b[9] = byte('0' + check)
+		if ValidateNHSNumber(string(b[:])) == nil {
+			return string(b[:])
+		}
+	}
+}

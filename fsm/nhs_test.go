@@ -69,3 +69,14 @@ func FuzzValidateNHSNumber(f *testing.F) {
 		}
 	})
 }
+
+func TestTestNHSNumbersAreValidDistinctAndInTheTestRange(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 0; i < 2000; i++ {
+		n := TestNHSNumber(i)
+		if !referenceCheck(n) || n[:3] != "999" || seen[n] {
+			t.Fatalf("TestNHSNumber(%d) = %s", i, n)
+		}
+		seen[n] = true
+	}
+}

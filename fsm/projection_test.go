@@ -258,12 +258,12 @@ func TestMalformedEntryAdvancesIndexWithoutWriting(t *testing.T) {
 func TestCheckConsentsAndPaging(t *testing.T) {
 	a := newApplier(t)
 	for i := 0; i < 5; i++ {
-		a.apply(record(decision(validNHS(i+10), "scr", "dissent", 1, "c"+validNHS(i+10))))
+		a.apply(record(decision(TestNHSNumber(i+10), "scr", "dissent", 1, "c"+TestNHSNumber(i+10))))
 	}
 	for i := 0; i < 7; i++ {
 		a.apply(record(decision(pt, "scr", []string{"dissent", "consent_core"}[i%2], i, "p"+string(rune('a'+i)))))
 	}
-	nums := []string{validNHS(10), validNHS(19), validNHS(14)}
+	nums := []string{TestNHSNumber(10), TestNHSNumber(19), TestNHSNumber(14)}
 	rev, res, err := a.s.CheckConsents("scr", nums)
 	if err != nil || rev != a.index {
 		t.Fatalf("rev %d err %v", rev, err)

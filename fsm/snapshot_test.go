@@ -39,7 +39,7 @@ func TestSnapshotRestoreGivesEqualAnswers(t *testing.T) {
 	a := newApplier(t)
 	var patients []string
 	for i := 0; i < 40; i++ {
-		p := validNHS(100 + i)
+		p := TestNHSNumber(100 + i)
 		patients = append(patients, p)
 		for j := 0; j < 3; j++ {
 			kind := Kinds()[j%3]

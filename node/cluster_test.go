@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/lmc-consent/consentd/cluster"
+	"github.com/lmc-consent/consentd/fsm"
 	"github.com/lmc-consent/consentd/node"
 	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
 	"github.com/lmc-consent/consentd/raftnode"
@@ -239,29 +240,11 @@ func scrState(t testing.TB, resp *consentv1.GetConsentsResponse) (string, uint64
 	return "", 0
 }
 
-// testNHS returns valid NHS numbers in the 999 test range.
-func testNHS(i int) string {
-	for base := 999000000 + i*10; ; base++ {
-		s := fmt.Sprintf("%09d", base)
-		sum := 0
-		for k := 0; k < 9; k++ {
-			sum += int(s[k]-'0') * (10 - k)
-		}
-		check := 11 - sum%11
-		if check == 11 {
-			check = 0
-		}
-		if check != 10 {
-			return s + fmt.Sprint(check)
-		}
-	}
-}
-
 func TestWriteOnFollowerIsForwarded(t *testing.T) {
 	tc := startCluster(t, 3)
 	li := tc.waitLeader(5 * time.Second)
 	fi := (li + 1) % 3
-	resp, err := record(ctxT(t, 10*time.Second), tc.client(fi), testNHS(1), "dissent", "fwd-1")
+	resp, err := record(ctxT(t, 10*time.Second), tc.client(fi), fsm.TestNHSNumber(1), "dissent", "fwd-1")
 	if err != nil {
 		t.Fatalf("write on follower %s: %v", tc.specs[fi].ID, err)
 	}
@@ -283,7 +266,7 @@ func TestLinearizableReadOnEveryNodeAfterWrite(t *testing.T) {
 	tc := startCluster(t, 3)
 	ctx := ctxT(t, 60*time.Second)
 	states := []string{"dissent", "consent_core", "consent_core_additional", "implied_core"}
-	nhs := testNHS(2)
+	nhs := fsm.TestNHSNumber(2)
 	for round := 0; round < 20; round++ {
 		state := states[round%len(states)]
 		writer := round % 3
@@ -319,7 +302,7 @@ func TestLeaderKillElectsNewLeaderAndLosesNoWrite(t *testing.T) {
 		go func(w int) {
 			defer wg.Done()
 			for i := w; i < n; i += 3 {
-				nhs := testNHS(100 + i)
+				nhs := fsm.TestNHSNumber(100 + i)
 				state := []string{"dissent", "consent_core"}[i%2]
 				if _, err := record(ctx, tc.client(w), nhs, state, fmt.Sprintf("kill-%d", i)); err == nil {
 					mu.Lock()
@@ -358,7 +341,7 @@ func TestLeaderKillElectsNewLeaderAndLosesNoWrite(t *testing.T) {
 		}
 	}
 	// The survivors still accept writes.
-	if _, err := record(ctx, tc.client((li+1)%3), testNHS(999), "dissent", "after-kill"); err != nil {
+	if _, err := record(ctx, tc.client((li+1)%3), fsm.TestNHSNumber(999), "dissent", "after-kill"); err != nil {
 		t.Fatalf("write after leader kill: %v", err)
 	}
 }
@@ -387,7 +370,7 @@ func TestLaggingFollowerCatchesUpBySnapshot(t *testing.T) {
 			defer wg.Done()
 			c := tc.client(li)
 			for i := w; i < total; i += workers {
-				if _, err := record(ctx, c, testNHS(1000+i%500), []string{"dissent", "consent_core"}[i%2], fmt.Sprintf("snap-%d", i)); err != nil {
+				if _, err := record(ctx, c, fsm.TestNHSNumber(1000+i%500), []string{"dissent", "consent_core"}[i%2], fmt.Sprintf("snap-%d", i)); err != nil {
 					errs <- fmt.Errorf("write %d: %w", i, err)
 					return
 				}
@@ -452,7 +435,7 @@ func TestRestartKeepsDataWithoutReplay(t *testing.T) {
 	ctx := ctxT(t, 60*time.Second)
 	want := map[string]string{}
 	for i := 0; i < 30; i++ {
-		nhs := testNHS(300 + i)
+		nhs := fsm.TestNHSNumber(300 + i)
 		state := []string{"dissent", "consent_core_additional"}[i%2]
 		if _, err := record(ctx, tc.client(i%3), nhs, state, fmt.Sprintf("rs-%d", i)); err != nil {
 			t.Fatal(err)
@@ -483,7 +466,7 @@ func TestRestartKeepsDataWithoutReplay(t *testing.T) {
 	}
 	// Without quorum a linearizable read must refuse rather than guess.
 	short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-	_, err = tc.client(2).GetConsents(short, &consentv1.GetConsentsRequest{NhsNumber: testNHS(300)})
+	_, err = tc.client(2).GetConsents(short, &consentv1.GetConsentsRequest{NhsNumber: fsm.TestNHSNumber(300)})
 	cancel()
 	if err == nil {
 		t.Fatal("linearizable read succeeded on a node without quorum")

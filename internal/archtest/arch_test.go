@@ -56,7 +56,7 @@ var allowed = []struct {
 		never: []string{"github.com/hashicorp/raft"}},
 	{pkg: "node", ours: []string{"fsm", "raftnode", "cluster", "api", "proto/"}},
 	{pkg: "cmd/", ours: []string{""}},
-	{pkg: "e2e", ours: []string{"proto/"}},
+	{pkg: "e2e", ours: []string{"proto/", "fsm"}},
 	{pkg: "internal/", ours: []string{""}},
 }
 
