@@ -1,0 +1,74 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lmc-consent/consentd/node"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestAgainstOneNode drives the CLI against a real one-node cluster.
+func TestAgainstOneNode(t *testing.T) {
+	n, err := node.Start(context.Background(), node.Config{
+		ID: "n1", DataDir: filepath.Join(t.TempDir(), "n1"), RaftAddr: freeAddr(t), GRPCAddr: freeAddr(t),
+		HTTPAddr: freeAddr(t), Bootstrap: true, Insecure: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown(context.Background()) })
+	ctl := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := run(append([]string{"--addr", n.GRPCAddr(), "--timeout", "5s"}, args...), &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, _, _ := ctl("get", "9990000018")
+		if code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node never became ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	code, out, errOut := ctl("record", "9990000018", "scr", "dissent", "--request-id", "ctl-1")
+	if code != 0 {
+		t.Fatalf("record: %d %s", code, errOut)
+	}
+	var rec struct {
+		Decision struct{ Version string } `json:"decision"`
+	}
+	if err := json.Unmarshal([]byte(out), &rec); err != nil || rec.Decision.Version != "1" {
+		t.Fatalf("record output %s (%v)", out, err)
+	}
+	if code, out, _ := ctl("check", "scr", "9990000018", "9000000009"); code != 0 || !strings.Contains(out, "dissent") || !strings.Contains(out, "implied_core") {
+		t.Fatalf("check: %d %s", code, out)
+	}
+	if code, _, errOut := ctl("record", "9990000017", "scr", "dissent"); code != 1 || !strings.Contains(errOut, "InvalidArgument") {
+		t.Fatalf("invalid number: %d %s", code, errOut)
+	}
+	if code, _, _ := ctl("frobnicate"); code != 2 {
+		t.Fatalf("unknown command exit %d", code)
+	}
+	if code, out, _ := ctl("status"); code != 0 || !strings.Contains(out, "leader") {
+		t.Fatalf("status: %d %s", code, out)
+	}
+}
