@@ -5,8 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/lmc-consent/consentd/internal/testnet"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -42,15 +42,7 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freePort(t *testing.T) string { return testnet.FreeAddr(t) }
 
 func (p *proc) start(t *testing.T, bin string, extra ...string) {
 	t.Helper()

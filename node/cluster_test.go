@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lmc-consent/consentd/internal/testnet"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -53,15 +53,7 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t testing.TB) string { return testnet.FreeAddr(t) }
 
 // startCluster starts n nodes on fixed free ports (so a restart keeps its
 // addresses) and waits until every node is a voter and the leader is ready.
