@@ -84,8 +84,16 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  stream,
 		MaxPool: 3,
-		Timeout: 10 * time.Second,
-		Logger:  hlog,
+		// Pipelined replication can deadlock a node that steps down while a
+		// follower is unreachable: the pipeline's decoder waits to hand a
+		// response to a replicator that has stopped, the sender waits on the
+		// decoder, and raft.Shutdown waits on both forever. The Jepsen
+		// pause-leader scenario hit it (SIGTERM never finished). One RPC in
+		// flight turns pipelining off; batching (MaxAppendEntries) keeps
+		// replication throughput.
+		MaxRPCsInFlight: 1,
+		Timeout:         10 * time.Second,
+		Logger:          hlog,
 	})
 
 	// The register keeps its own applied index durably, so raft need not
@@ -344,8 +352,13 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // Kill stops raft at once without handing over leadership, as a crash would
 // (minus losing the page cache); for failure tests.
 func (n *Node) Kill() error {
-	return n.stop(context.Background(), false)
+	ctx, cancel := context.WithTimeout(context.Background(), killTimeout)
+	defer cancel()
+	return n.stop(ctx, false)
 }
+
+// killTimeout bounds how long Kill waits for raft's goroutines.
+const killTimeout = 10 * time.Second
 
 func (n *Node) stop(ctx context.Context, transfer bool) error {
 	var err error
@@ -366,7 +379,19 @@ func (n *Node) stop(ctx context.Context, transfer bool) error {
 			}
 		}
 		close(n.closed)
-		err = n.raft.Shutdown().Error()
+		done := make(chan error, 1)
+		go func() { done <- n.raft.Shutdown().Error() }()
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			// A raft that will not stop must not hold the process hostage:
+			// the caller is about to exit, and the log store stays open so
+			// that raft's goroutines never write to a closed file.
+			n.log.Error("raft did not shut down in time; leaving it to process exit", "err", ctx.Err())
+			n.transport.Close()
+			err = fmt.Errorf("raft shutdown: %w", ctx.Err())
+			return
+		}
 		n.wg.Wait()
 		if cerr := n.closeStores(); err == nil {
 			err = cerr

@@ -75,6 +75,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		logFormat     = fs.String("log-format", "text", "text or json")
 		snapThreshold = fs.Uint64("snapshot-threshold", 8192, "log entries between snapshots")
 		trailingLogs  = fs.Uint64("trailing-logs", 10240, "log entries kept after a snapshot")
+		snapInterval  = fs.Duration("snapshot-interval", 30*time.Second, "how often to check --snapshot-threshold (raft adds up to the same again at random)")
 		heartbeat     = fs.Duration("heartbeat-timeout", time.Second, "raft heartbeat timeout")
 		election      = fs.Duration("election-timeout", time.Second, "raft election timeout")
 	)
@@ -116,6 +117,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.Raft.SnapshotThreshold = *snapThreshold
 	cfg.Raft.TrailingLogs = *trailingLogs
+	cfg.Raft.SnapshotInterval = *snapInterval
 	cfg.Raft.HeartbeatTimeout = *heartbeat
 	cfg.Raft.ElectionTimeout = *election
 	if *heartbeat < time.Second {
