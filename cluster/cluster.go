@@ -86,7 +86,11 @@ type Cluster struct {
 	self *commandv1.UpsertNode
 
 	stop chan struct{}
-	wg   sync.WaitGroup
+	// bg bounds background calls (join, publish) so Close never waits out
+	// their timeouts.
+	bg       context.Context
+	cancelBg context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 // New builds a Cluster over a raft node and the directory it replicates.
@@ -95,10 +99,11 @@ func New(cfg Config, rn *raftnode.Node, dir Directory) (*Cluster, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	bg, cancel := context.WithCancel(context.Background())
 	return &Cluster{
 		cfg: cfg, log: cfg.Logger, rn: rn, dir: dir,
 		conns: make(map[string]*grpc.ClientConn),
-		stop:  make(chan struct{}),
+		stop:  make(chan struct{}), bg: bg, cancelBg: cancel,
 	}, nil
 }
 
@@ -130,6 +135,7 @@ func (c *Cluster) Close() error {
 	default:
 	}
 	close(c.stop)
+	c.cancelBg()
 	c.wg.Wait()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -279,7 +285,10 @@ func (c *Cluster) LinearizableRead(ctx context.Context) (uint64, error) {
 			}
 			return idx, nil
 		}
-		if !errors.Is(err, raftnode.ErrNotLeader) && !errors.Is(err, ErrNoLeader) && !errors.Is(err, raftnode.ErrNotReady) {
+		// A read has no side effects, so any failure to get a read index
+		// (including an unreachable old leader) may be retried until ctx ends.
+		if !errors.Is(err, raftnode.ErrNotLeader) && !errors.Is(err, ErrNoLeader) &&
+			!errors.Is(err, raftnode.ErrNotReady) && !errors.Is(err, ErrForward) {
 			return 0, err
 		}
 		last = err

@@ -116,7 +116,7 @@ func (c *Cluster) joinLoop() {
 				c.log.Warn("join: cannot dial member", "member", addr, "err", err)
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			ctx, cancel := context.WithTimeout(c.bg, 15*time.Second)
 			resp, err := clusterv1.NewPeerServiceClient(cc).Join(ctx, req)
 			cancel()
 			if err == nil && resp.GetOutcome() == clusterv1.Outcome_OUTCOME_APPLIED {
@@ -143,7 +143,7 @@ func (c *Cluster) publishLoop() {
 	defer t.Stop()
 	for {
 		if !c.published() && c.isMember() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(c.bg, 10*time.Second)
 			c.mu.Lock()
 			self := proto.Clone(c.self).(*commandv1.UpsertNode)
 			c.mu.Unlock()
