@@ -2,313 +2,361 @@ package fsm
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/binary"
+	"errors"
 	"fmt"
+	"time"
 
-	"go.etcd.io/bbolt"
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
 	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
 )
 
-var deterministic = proto.MarshalOptions{Deterministic: true}
-
-func put(b *bbolt.Bucket, k []byte, m proto.Message) error {
-	v, err := deterministic.Marshal(m)
-	if err != nil {
-		return err
+// Apply applies committed log entries in order in one bbolt transaction and
+// records the last index in that transaction. data[i] is nil for entries
+// that carry no command (they only advance the applied index). Entries at or
+// below AppliedIndex are skipped and get a nil result. results[i] is a
+// *commandv1.Result (as any, because raftnode declares this signature).
+//
+// A rejected command is a Result with a non-OK code, never an error. A
+// storage failure panics: raft's FSM contract has no error return, and a
+// node that skipped an entry would silently diverge from its peers.
+func (s *Store) Apply(indexes []uint64, data [][]byte) []any {
+	if len(indexes) != len(data) {
+		panic(fmt.Sprintf("fsm: Apply given %d indexes and %d entries", len(indexes), len(data)))
 	}
-	return b.Put(k, v)
+	results := make([]any, len(indexes))
+	if len(indexes) == 0 {
+		return results
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		panic(fmt.Sprintf("fsm: Apply of entries %d..%d on a closed store", indexes[0], indexes[len(indexes)-1]))
+	}
+	var last uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b, err := openBuckets(tx)
+		if err != nil {
+			return err
+		}
+		applied, err := readApplied(b.meta)
+		if err != nil {
+			return err
+		}
+		last = applied
+		for i, idx := range indexes {
+			if idx <= last {
+				continue
+			}
+			last = idx
+			if data[i] == nil {
+				continue
+			}
+			res, err := s.applyEntry(b, idx, data[i])
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", idx, err)
+			}
+			results[i] = res
+		}
+		if last == applied {
+			return nil
+		}
+		return b.meta.Put(keyAppliedIndex, u64Bytes(last))
+	})
+	if err != nil {
+		panic(fmt.Sprintf("fsm: bbolt transaction applying entries %d..%d failed; the register cannot go on without diverging: %v",
+			indexes[0], indexes[len(indexes)-1], err))
+	}
+	s.applied.Store(last)
+	return results
 }
 
-func decisionKey(nhs string, index uint64) []byte {
-	k := make([]byte, 0, len(nhs)+8)
-	k = append(k, nhs...)
-	return binary.BigEndian.AppendUint64(k, index)
+// buckets are the layout's buckets inside one write transaction.
+type buckets struct {
+	meta, decisions, ids, current, requests, nodes *bolt.Bucket
 }
 
-func currentKey(nhs, kind string) []byte { return append([]byte(nhs), kind...) }
-
-func invalid(idx uint64, field, msg string) *commandv1.Result {
-	return &commandv1.Result{Code: commandv1.Result_CODE_INVALID_ARGUMENT, Field: field, Message: msg, RaftIndex: idx}
+func openBuckets(tx *bolt.Tx) (*buckets, error) {
+	b := &buckets{
+		meta:      tx.Bucket(bucketMeta),
+		decisions: tx.Bucket(bucketDecisions),
+		ids:       tx.Bucket(bucketDecisionIDs),
+		current:   tx.Bucket(bucketCurrent),
+		requests:  tx.Bucket(bucketRequests),
+		nodes:     tx.Bucket(bucketNodes),
+	}
+	if b.meta == nil || b.decisions == nil || b.ids == nil || b.current == nil || b.requests == nil || b.nodes == nil {
+		return nil, fmt.Errorf("a bucket of the layout is missing: %w", ErrUnknownFormat)
+	}
+	return b, nil
 }
 
-// applyOne applies one command. Rejections are results, not errors: the
-// error return is only for storage failures.
-func (s *Store) applyOne(tx *bbolt.Tx, idx uint64, data []byte) (*commandv1.Result, error) {
+// applyEntry applies one command. The error return is only for storage
+// failures; every rejection is a Result.
+func (s *Store) applyEntry(b *buckets, idx uint64, data []byte) (*commandv1.Result, error) {
 	env, err := DecodeCommand(data)
 	if err != nil {
-		return invalid(idx, "command", err.Error()), nil
+		return &commandv1.Result{Code: commandv1.Result_CODE_INVALID_ARGUMENT, Message: err.Error(), RaftIndex: idx}, nil
 	}
 	switch body := env.GetBody().(type) {
 	case *commandv1.Envelope_RecordDecision:
-		return s.applyRecord(tx, idx, body.RecordDecision)
+		return s.applyRecordDecision(b, idx, body.RecordDecision)
 	case *commandv1.Envelope_MarkEnteredInError:
-		return s.applyEnteredInError(tx, idx, body.MarkEnteredInError)
+		return s.applyMarkEnteredInError(b, idx, body.MarkEnteredInError)
 	case *commandv1.Envelope_UpsertNode:
 		n := body.UpsertNode
-		if n.GetId() == "" {
-			return invalid(idx, "id", "node id is required"), nil
+		if err := validateID("id", n.GetId()); err != nil {
+			return invalidResult(idx, err), nil
 		}
-		return &commandv1.Result{RaftIndex: idx}, put(tx.Bucket(bucketNodes), []byte(n.GetId()), n)
+		return okResult(idx), putProto(b.nodes, []byte(n.GetId()), n)
 	case *commandv1.Envelope_RemoveNode:
-		return &commandv1.Result{RaftIndex: idx}, tx.Bucket(bucketNodes).Delete([]byte(body.RemoveNode.GetId()))
+		if err := validateID("id", body.RemoveNode.GetId()); err != nil {
+			return invalidResult(idx, err), nil
+		}
+		return okResult(idx), b.nodes.Delete([]byte(body.RemoveNode.GetId()))
 	default:
-		return invalid(idx, "command", "empty command"), nil
+		return &commandv1.Result{Code: commandv1.Result_CODE_INVALID_ARGUMENT, Message: "command has no known body", RaftIndex: idx}, nil
 	}
 }
 
-func getCurrent(tx *bbolt.Tx, nhs, kind string) (*commandv1.CurrentRecord, error) {
-	v := tx.Bucket(bucketCurrent).Get(currentKey(nhs, kind))
-	if v == nil {
-		return nil, nil
+func (s *Store) applyRecordDecision(b *buckets, idx uint64, cmd *commandv1.RecordDecision) (*commandv1.Result, error) {
+	kind, err := s.validateRecordDecision(cmd)
+	if err != nil {
+		return invalidResult(idx, err), nil
 	}
-	cur := &commandv1.CurrentRecord{}
-	if err := proto.Unmarshal(v, cur); err != nil {
-		return nil, fmt.Errorf("fsm: corrupt current record: %w", err)
+	fp := recordDecisionFingerprint(cmd)
+	if res, seen, err := s.replayRequest(b, idx, cmd.GetRequestId(), fp); seen || err != nil {
+		return res, err
 	}
-	return cur, nil
+	if b.ids.Get([]byte(cmd.GetDecisionId())) != nil {
+		return invalidResult(idx, fieldErr("decision_id", "a decision with this id already exists")), nil
+	}
+	nhs := cmd.GetNhsNumber()
+	cur, err := getCurrent(b.current, nhs, kind)
+	if err != nil {
+		return nil, err
+	}
+	if res := checkExpectedVersion(idx, cmd.ExpectedVersion, cur); res != nil {
+		return res, nil
+	}
+	// Raft indexes only grow, so a tie on effective_from goes to the newcomer.
+	becomes := cur.GetDecisionId() == "" || cmd.GetEffectiveFromMicros() >= cur.GetEffectiveFromMicros()
+	next := proto.Clone(cur).(*commandv1.CurrentRecord)
+	next.Version = cur.GetVersion() + 1
+	if becomes {
+		next.State, next.DecisionId = cmd.GetState(), cmd.GetDecisionId()
+		next.EffectiveFromMicros, next.RaftIndex = cmd.GetEffectiveFromMicros(), idx
+	}
+	rec := &commandv1.DecisionRecord{Decision: cmd, RaftIndex: idx, Version: next.Version, Changed: becomes}
+	key := decisionKey(nhs, idx)
+	if err := putProto(b.decisions, key, rec); err != nil {
+		return nil, err
+	}
+	if err := b.ids.Put([]byte(cmd.GetDecisionId()), key); err != nil {
+		return nil, err
+	}
+	if err := putProto(b.current, currentKey(nhs, kind.Name), next); err != nil {
+		return nil, err
+	}
+	if err := putRequest(b, cmd.GetRequestId(), fp, cmd.GetDecisionId(), nhs, idx); err != nil {
+		return nil, err
+	}
+	return &commandv1.Result{Decision: rec, Current: next, Changed: becomes, RaftIndex: idx}, nil
 }
 
-func getDecision(tx *bbolt.Tx, key []byte) (*commandv1.DecisionRecord, error) {
-	v := tx.Bucket(bucketDecisions).Get(key)
-	if v == nil {
-		return nil, nil
+func (s *Store) applyMarkEnteredInError(b *buckets, idx uint64, cmd *commandv1.MarkEnteredInError) (*commandv1.Result, error) {
+	if err := ValidateMarkEnteredInError(cmd); err != nil {
+		return invalidResult(idx, err), nil
 	}
-	rec := &commandv1.DecisionRecord{}
-	if err := proto.Unmarshal(v, rec); err != nil {
-		return nil, fmt.Errorf("fsm: corrupt decision: %w", err)
+	fp := markEnteredInErrorFingerprint(cmd)
+	if res, seen, err := s.replayRequest(b, idx, cmd.GetRequestId(), fp); seen || err != nil {
+		return res, err
 	}
-	return rec, nil
+	nhs := cmd.GetNhsNumber()
+	key := b.ids.Get([]byte(cmd.GetDecisionId()))
+	if len(key) != nhsLen+8 || string(key[:nhsLen]) != nhs {
+		return &commandv1.Result{Code: commandv1.Result_CODE_NOT_FOUND, Field: "decision_id",
+			Message: fmt.Sprintf("no decision %q for this patient", cmd.GetDecisionId()), RaftIndex: idx}, nil
+	}
+	key = bytes.Clone(key)
+	rec, err := getDecision(b.decisions, key)
+	if err != nil {
+		return nil, err
+	}
+	if rec.GetEnteredInError() != nil {
+		return invalidResult(idx, fieldErr("decision_id", "decision %q is already entered in error", cmd.GetDecisionId())), nil
+	}
+	kind, ok := s.reg.lookup(rec.GetDecision().GetKind())
+	if !ok {
+		return nil, fmt.Errorf("stored decision %q has kind %q unknown to the registry", cmd.GetDecisionId(), rec.GetDecision().GetKind())
+	}
+	cur, err := getCurrent(b.current, nhs, kind)
+	if err != nil {
+		return nil, err
+	}
+	if res := checkExpectedVersion(idx, cmd.ExpectedVersion, cur); res != nil {
+		return res, nil
+	}
+	rec.EnteredInError = &commandv1.EnteredInError{
+		RaftIndex: idx, RequestId: cmd.GetRequestId(), Reason: cmd.GetReason(),
+		RecordedAtMicros: cmd.GetRecordedAtMicros(), RecordedBy: cmd.GetRecordedBy(),
+	}
+	if err := putProto(b.decisions, key, rec); err != nil {
+		return nil, err
+	}
+	next := proto.Clone(cur).(*commandv1.CurrentRecord)
+	next.Version = cur.GetVersion() + 1
+	changed := cur.GetDecisionId() == cmd.GetDecisionId()
+	if changed {
+		best, err := bestCounting(b.decisions, nhs, kind.Name)
+		if err != nil {
+			return nil, err
+		}
+		if best == nil {
+			next.State, next.DecisionId, next.EffectiveFromMicros, next.RaftIndex = kind.DefaultState, "", 0, 0
+		} else {
+			d := best.GetDecision()
+			next.State, next.DecisionId = d.GetState(), d.GetDecisionId()
+			next.EffectiveFromMicros, next.RaftIndex = d.GetEffectiveFromMicros(), best.GetRaftIndex()
+		}
+	}
+	if err := putProto(b.current, currentKey(nhs, kind.Name), next); err != nil {
+		return nil, err
+	}
+	if err := putRequest(b, cmd.GetRequestId(), fp, cmd.GetDecisionId(), nhs, idx); err != nil {
+		return nil, err
+	}
+	return &commandv1.Result{Decision: rec, Current: next, Changed: changed, RaftIndex: idx}, nil
 }
 
-// replay answers a request id seen before: the original outcome if the
-// content is the same, a conflict otherwise.
-func (s *Store) replay(tx *bbolt.Tx, idx uint64, requestID string, fp []byte, kind string) (*commandv1.Result, bool, error) {
-	v := tx.Bucket(bucketRequests).Get([]byte(requestID))
+// validateRecordDecision is ValidateRecordDecision without the clock, using
+// the Store's registry index, and returns the command's kind.
+func (s *Store) validateRecordDecision(cmd *commandv1.RecordDecision) (*Kind, error) {
+	if err := validateRecordDecision(cmd, time.Time{}, s.reg.lookup); err != nil {
+		return nil, err
+	}
+	k, _ := s.reg.lookup(cmd.GetKind())
+	return k, nil
+}
+
+// replayRequest answers a request id that was applied before: its original
+// outcome when the content matches, a conflict otherwise. seen is false for
+// a new request id.
+func (s *Store) replayRequest(b *buckets, idx uint64, requestID string, fp []byte) (res *commandv1.Result, seen bool, err error) {
+	v := b.requests.Get([]byte(requestID))
 	if v == nil {
 		return nil, false, nil
 	}
 	req := &commandv1.RequestRecord{}
 	if err := proto.Unmarshal(v, req); err != nil {
-		return nil, false, fmt.Errorf("fsm: corrupt request record: %w", err)
+		return nil, true, fmt.Errorf("corrupt request record %q: %w", requestID, err)
 	}
 	if !bytes.Equal(req.GetFingerprint(), fp) {
 		return &commandv1.Result{Code: commandv1.Result_CODE_REQUEST_CONFLICT, Field: "request_id",
-			Message: "request_id was already used for a different request", RaftIndex: idx}, true, nil
+			Message:   fmt.Sprintf("request_id %q was already used at revision %d for a different request", requestID, req.GetRaftIndex()),
+			RaftIndex: idx}, true, nil
 	}
-	key := tx.Bucket(bucketIDs).Get([]byte(req.GetDecisionId()))
-	rec, err := getDecision(tx, key)
-	if err != nil || rec == nil {
-		return nil, false, fmt.Errorf("fsm: request %s points at missing decision %s", requestID, req.GetDecisionId())
+	key := b.ids.Get([]byte(req.GetDecisionId()))
+	if key == nil {
+		return nil, true, fmt.Errorf("request %q refers to missing decision %q", requestID, req.GetDecisionId())
 	}
-	if kind == "" {
-		kind = rec.GetDecision().GetKind()
-	}
-	cur, err := getCurrent(tx, rec.GetDecision().GetNhsNumber(), kind)
+	rec, err := getDecision(b.decisions, key)
 	if err != nil {
-		return nil, false, err
+		return nil, true, err
 	}
-	return &commandv1.Result{Decision: rec, Current: cur, Changed: rec.GetChanged(), Duplicate: true, RaftIndex: idx}, true, nil
-}
-
-func (s *Store) applyRecord(tx *bbolt.Tx, idx uint64, cmd *commandv1.RecordDecision) (*commandv1.Result, error) {
-	if err := ValidateRecordDecision(cmd, zeroTime); err != nil {
-		fe := asFieldError(err)
-		return invalid(idx, fe.Field, fe.Msg), nil
+	kind, ok := s.reg.lookup(rec.GetDecision().GetKind())
+	if !ok {
+		return nil, true, fmt.Errorf("stored decision %q has kind %q unknown to the registry", req.GetDecisionId(), rec.GetDecision().GetKind())
 	}
-	fp := fingerprintRecord(cmd)
-	if res, seen, err := s.replay(tx, idx, cmd.GetRequestId(), fp, cmd.GetKind()); seen || err != nil {
-		return res, err
-	}
-	if tx.Bucket(bucketIDs).Get([]byte(cmd.GetDecisionId())) != nil {
-		return invalid(idx, "decision_id", "decision id already exists"), nil
-	}
-	nhs, kind := cmd.GetNhsNumber(), cmd.GetKind()
-	cur, err := getCurrent(tx, nhs, kind)
+	cur, err := getCurrent(b.current, req.GetNhsNumber(), kind)
 	if err != nil {
-		return nil, err
+		return nil, true, err
 	}
-	version := cur.GetVersion()
-	if cmd.ExpectedVersion != nil && cmd.GetExpectedVersion() != version {
-		return &commandv1.Result{Code: commandv1.Result_CODE_VERSION_MISMATCH, Field: "expected_version",
-			Message: fmt.Sprintf("expected version %d, current version is %d", cmd.GetExpectedVersion(), version), RaftIndex: idx}, nil
-	}
-	// The new decision wins if it is later in (effective_from, raft index)
-	// than the current decision; the raft index always grows, so a tie on
-	// effective_from goes to the newcomer.
-	changed := cur.GetDecisionId() == "" || cmd.GetEffectiveFromMicros() >= cur.GetEffectiveFromMicros()
-	rec := &commandv1.DecisionRecord{Decision: cmd, RaftIndex: idx, Version: version + 1, Changed: changed}
-	next := &commandv1.CurrentRecord{State: cur.GetState(), Version: version + 1, DecisionId: cur.GetDecisionId(),
-		EffectiveFromMicros: cur.GetEffectiveFromMicros(), RaftIndex: cur.GetRaftIndex()}
-	if next.State == "" {
-		next.State = s.kinds[kind].DefaultState
-	}
-	if changed {
-		next.State, next.DecisionId, next.EffectiveFromMicros, next.RaftIndex = cmd.GetState(), cmd.GetDecisionId(), cmd.GetEffectiveFromMicros(), idx
-	}
-	key := decisionKey(nhs, idx)
-	if err := put(tx.Bucket(bucketDecisions), key, rec); err != nil {
-		return nil, err
-	}
-	if err := tx.Bucket(bucketIDs).Put([]byte(cmd.GetDecisionId()), key); err != nil {
-		return nil, err
-	}
-	if err := put(tx.Bucket(bucketCurrent), currentKey(nhs, kind), next); err != nil {
-		return nil, err
-	}
-	if err := put(tx.Bucket(bucketRequests), []byte(cmd.GetRequestId()), &commandv1.RequestRecord{
-		Fingerprint: fp, DecisionId: cmd.GetDecisionId(), NhsNumber: nhs, RaftIndex: idx}); err != nil {
-		return nil, err
-	}
-	return &commandv1.Result{Decision: rec, Current: next, Changed: changed, RaftIndex: idx}, nil
+	// For a replayed entered-in-error, changed is not stored, so it is
+	// reported false; the decision and the current state are what count.
+	changed := rec.GetRaftIndex() == req.GetRaftIndex() && rec.GetChanged()
+	return &commandv1.Result{Decision: rec, Current: cur, Changed: changed, Duplicate: true, RaftIndex: idx}, true, nil
 }
 
-func (s *Store) applyEnteredInError(tx *bbolt.Tx, idx uint64, cmd *commandv1.MarkEnteredInError) (*commandv1.Result, error) {
-	if err := ValidateMarkEnteredInError(cmd); err != nil {
-		fe := asFieldError(err)
-		return invalid(idx, fe.Field, fe.Msg), nil
+func checkExpectedVersion(idx uint64, expected *uint64, cur *commandv1.CurrentRecord) *commandv1.Result {
+	if expected == nil || *expected == cur.GetVersion() {
+		return nil
 	}
-	fp := fingerprintEnteredInError(cmd)
-	if res, seen, err := s.replayEIE(tx, idx, cmd, fp); seen || err != nil {
-		return res, err
-	}
-	notFound := &commandv1.Result{Code: commandv1.Result_CODE_NOT_FOUND, Field: "decision_id",
-		Message: "no decision with that id for that patient", RaftIndex: idx}
-	key := tx.Bucket(bucketIDs).Get([]byte(cmd.GetDecisionId()))
-	if key == nil || string(key[:10]) != cmd.GetNhsNumber() {
-		return notFound, nil
-	}
-	key = bytes.Clone(key)
-	rec, err := getDecision(tx, key)
-	if err != nil || rec == nil {
-		return notFound, err
-	}
-	if rec.GetEnteredInError() != nil {
-		return invalid(idx, "decision_id", "decision is already marked entered in error"), nil
-	}
-	nhs, kind := cmd.GetNhsNumber(), rec.GetDecision().GetKind()
-	cur, err := getCurrent(tx, nhs, kind)
-	if err != nil {
-		return nil, err
-	}
-	version := cur.GetVersion()
-	if cmd.ExpectedVersion != nil && cmd.GetExpectedVersion() != version {
-		return &commandv1.Result{Code: commandv1.Result_CODE_VERSION_MISMATCH, Field: "expected_version",
-			Message: fmt.Sprintf("expected version %d, current version is %d", cmd.GetExpectedVersion(), version), RaftIndex: idx}, nil
-	}
-	rec.EnteredInError = &commandv1.EnteredInError{RaftIndex: idx, RequestId: cmd.GetRequestId(), Reason: cmd.GetReason(),
-		RecordedAtMicros: cmd.GetRecordedAtMicros(), RecordedBy: cmd.GetRecordedBy()}
-	if err := put(tx.Bucket(bucketDecisions), key, rec); err != nil {
-		return nil, err
-	}
-	next := &commandv1.CurrentRecord{State: cur.GetState(), Version: version + 1, DecisionId: cur.GetDecisionId(),
-		EffectiveFromMicros: cur.GetEffectiveFromMicros(), RaftIndex: cur.GetRaftIndex()}
-	changed := false
-	if cur.GetDecisionId() == cmd.GetDecisionId() {
-		best, err := s.latestCounting(tx, nhs, kind)
-		if err != nil {
-			return nil, err
-		}
-		if best == nil {
-			next.State, next.DecisionId, next.EffectiveFromMicros, next.RaftIndex = s.kinds[kind].DefaultState, "", 0, 0
-		} else {
-			d := best.GetDecision()
-			next.State, next.DecisionId, next.EffectiveFromMicros, next.RaftIndex = d.GetState(), d.GetDecisionId(), d.GetEffectiveFromMicros(), best.GetRaftIndex()
-		}
-		changed = true
-	}
-	if err := put(tx.Bucket(bucketCurrent), currentKey(nhs, kind), next); err != nil {
-		return nil, err
-	}
-	if err := put(tx.Bucket(bucketRequests), []byte(cmd.GetRequestId()), &commandv1.RequestRecord{
-		Fingerprint: fp, DecisionId: cmd.GetDecisionId(), NhsNumber: nhs, RaftIndex: idx}); err != nil {
-		return nil, err
-	}
-	return &commandv1.Result{Decision: rec, Current: next, Changed: changed, RaftIndex: idx}, nil
+	return &commandv1.Result{Code: commandv1.Result_CODE_VERSION_MISMATCH, Field: "expected_version",
+		Message: fmt.Sprintf("expected version %d, current version is %d", *expected, cur.GetVersion()),
+		Current: cur, RaftIndex: idx}
 }
 
-func (s *Store) replayEIE(tx *bbolt.Tx, idx uint64, cmd *commandv1.MarkEnteredInError, fp []byte) (*commandv1.Result, bool, error) {
-	return s.replay(tx, idx, cmd.GetRequestId(), fp, "")
+// getCurrent returns the stored current record, or the kind's default state
+// at version 0 when nothing has been recorded.
+func getCurrent(current *bolt.Bucket, nhs string, kind *Kind) (*commandv1.CurrentRecord, error) {
+	v := current.Get(currentKey(nhs, kind.Name))
+	if v == nil {
+		return &commandv1.CurrentRecord{State: kind.DefaultState}, nil
+	}
+	cur := &commandv1.CurrentRecord{}
+	if err := proto.Unmarshal(v, cur); err != nil {
+		return nil, fmt.Errorf("corrupt current record for kind %s: %w", kind.Name, err)
+	}
+	return cur, nil
 }
 
-// latestCounting finds the decision that should be current: greatest
-// (effective_from, raft index) among those not entered in error.
-func (s *Store) latestCounting(tx *bbolt.Tx, nhs, kind string) (*commandv1.DecisionRecord, error) {
+func getDecision(decisions *bolt.Bucket, key []byte) (*commandv1.DecisionRecord, error) {
+	v := decisions.Get(key)
+	if v == nil {
+		return nil, fmt.Errorf("decision key %x is indexed but not stored", key)
+	}
+	rec := &commandv1.DecisionRecord{}
+	if err := proto.Unmarshal(v, rec); err != nil {
+		return nil, fmt.Errorf("corrupt decision record %x: %w", key, err)
+	}
+	return rec, nil
+}
+
+// bestCounting finds the decision that should be current for (nhs, kind):
+// the greatest (effective_from, raft index) among those not entered in error.
+func bestCounting(decisions *bolt.Bucket, nhs, kind string) (*commandv1.DecisionRecord, error) {
 	var best *commandv1.DecisionRecord
-	c := tx.Bucket(bucketDecisions).Cursor()
 	prefix := []byte(nhs)
+	c := decisions.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		rec := &commandv1.DecisionRecord{}
 		if err := proto.Unmarshal(v, rec); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("corrupt decision record %x: %w", k, err)
 		}
-		d := rec.GetDecision()
-		if d.GetKind() != kind || rec.GetEnteredInError() != nil {
+		if rec.GetDecision().GetKind() != kind || rec.GetEnteredInError() != nil {
 			continue
 		}
-		if best == nil || d.GetEffectiveFromMicros() >= best.GetDecision().GetEffectiveFromMicros() {
+		// The cursor runs in raft-index order, so >= lets a later index win a tie.
+		if best == nil || rec.GetDecision().GetEffectiveFromMicros() >= best.GetDecision().GetEffectiveFromMicros() {
 			best = rec
 		}
 	}
 	return best, nil
 }
 
-// fingerprintRecord covers what the client sent (not what the node stamped),
-// so a retry of the same request matches however often it is re-stamped.
-func fingerprintRecord(c *commandv1.RecordDecision) []byte {
-	h := sha256.New()
-	field := func(s string) {
-		var n [8]byte
-		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
-		h.Write(n[:])
-		h.Write([]byte(s))
-	}
-	num := func(v uint64) {
-		var n [8]byte
-		binary.BigEndian.PutUint64(n[:], v)
-		h.Write(n[:])
-	}
-	field("record")
-	field(c.GetNhsNumber())
-	field(c.GetKind())
-	field(c.GetState())
-	if c.GetEffectiveFromGiven() {
-		num(1)
-		num(uint64(c.GetEffectiveFromMicros()))
-	} else {
-		num(0)
-	}
-	field(c.GetDecisionMaker().GetType())
-	field(c.GetDecisionMaker().GetProxyRole())
-	field(c.GetChannel())
-	field(c.GetReason())
-	if c.GetRestricted() {
-		num(1)
-	} else {
-		num(0)
-	}
-	if c.ExpectedVersion != nil {
-		num(1)
-		num(c.GetExpectedVersion())
-	} else {
-		num(0)
-	}
-	field(c.GetRecordedBy().GetOdsCode())
-	return h.Sum(nil)
+func putRequest(b *buckets, requestID string, fp []byte, decisionID, nhs string, idx uint64) error {
+	return putProto(b.requests, []byte(requestID), &commandv1.RequestRecord{
+		Fingerprint: fp, DecisionId: decisionID, NhsNumber: nhs, RaftIndex: idx,
+	})
 }
 
-func fingerprintEnteredInError(c *commandv1.MarkEnteredInError) []byte {
-	h := sha256.New()
-	for _, s := range []string{"entered_in_error", c.GetNhsNumber(), c.GetDecisionId(), c.GetReason(), c.GetRecordedBy().GetOdsCode()} {
-		var n [8]byte
-		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
-		h.Write(n[:])
-		h.Write([]byte(s))
+func putProto(b *bolt.Bucket, key []byte, m proto.Message) error {
+	v, err := marshal(m)
+	if err != nil {
+		return err
 	}
-	if c.ExpectedVersion != nil {
-		fmt.Fprintf(h, "v%d", c.GetExpectedVersion())
+	return b.Put(key, v)
+}
+
+func okResult(idx uint64) *commandv1.Result { return &commandv1.Result{RaftIndex: idx} }
+
+func invalidResult(idx uint64, err error) *commandv1.Result {
+	res := &commandv1.Result{Code: commandv1.Result_CODE_INVALID_ARGUMENT, Message: err.Error(), RaftIndex: idx}
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		res.Field, res.Message = fe.Field, fe.Msg
 	}
-	return h.Sum(nil)
+	return res
 }

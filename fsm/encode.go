@@ -1,10 +1,12 @@
 package fsm
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"time"
-	"unicode/utf8"
+	"hash"
+	"io"
 
 	"google.golang.org/protobuf/proto"
 
@@ -16,8 +18,15 @@ const CommandFormat = 1
 
 // EncodeCommand sets the envelope format and marshals it deterministically.
 func EncodeCommand(env *commandv1.Envelope) ([]byte, error) {
+	if env == nil || env.GetBody() == nil {
+		return nil, errors.New("fsm: encode command: envelope has no body")
+	}
 	env.Format = CommandFormat
-	return deterministic.Marshal(env)
+	b, err := marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: encode command: %w", err)
+	}
+	return b, nil
 }
 
 // DecodeCommand unmarshals a log entry, refusing unknown formats and empty bodies.
@@ -27,19 +36,20 @@ func DecodeCommand(b []byte) (*commandv1.Envelope, error) {
 		return nil, fmt.Errorf("fsm: decode command: %w", err)
 	}
 	if env.GetFormat() != CommandFormat {
-		return nil, fmt.Errorf("fsm: %w: command format %d", ErrUnknownFormat, env.GetFormat())
+		return nil, fmt.Errorf("fsm: decode command: format %d: %w", env.GetFormat(), ErrUnknownFormat)
 	}
 	if env.GetBody() == nil {
-		return nil, fmt.Errorf("fsm: %w: command has no body", ErrUnknownFormat)
+		return nil, fmt.Errorf("fsm: decode command: no known body: %w", ErrUnknownFormat)
 	}
 	return env, nil
 }
 
 // ResultError turns a non-OK Result into the matching sentinel error (a
-// *FieldError for invalid arguments); nil for CODE_OK.
+// *FieldError for invalid arguments); nil for CODE_OK. Every code keeps the
+// field at fault as a *FieldError wrapping its sentinel.
 func ResultError(res *commandv1.Result) error {
 	if res == nil {
-		return errors.New("fsm: no result")
+		return errors.New("fsm: no result for the entry")
 	}
 	switch res.GetCode() {
 	case commandv1.Result_CODE_OK:
@@ -53,142 +63,105 @@ func ResultError(res *commandv1.Result) error {
 	case commandv1.Result_CODE_NOT_FOUND:
 		return &FieldError{Field: res.GetField(), Msg: res.GetMessage(), Err: ErrNotFound}
 	default:
-		return fmt.Errorf("fsm: unknown result code %d: %s", res.GetCode(), res.GetMessage())
+		return fmt.Errorf("fsm: result code %d unknown to this version: %s", res.GetCode(), res.GetMessage())
 	}
 }
 
-// MaxClockSkew is how far in the future effective_from may be.
-const MaxClockSkew = 5 * time.Minute
+// marshal is the one encoder of stored values: deterministic, so every node
+// writes the same bytes and Digest agrees.
+func marshal(m proto.Message) ([]byte, error) {
+	return proto.MarshalOptions{Deterministic: true}.Marshal(m)
+}
 
-// Limits on free-text fields.
+const nhsLen = 10
+
+func decisionKey(nhs string, index uint64) []byte {
+	k := make([]byte, nhsLen+8)
+	copy(k, nhs)
+	binary.BigEndian.PutUint64(k[nhsLen:], index)
+	return k
+}
+
+func currentKey(nhs, kind string) []byte {
+	k := make([]byte, 0, nhsLen+len(kind))
+	k = append(k, nhs...)
+	return append(k, kind...)
+}
+
+// Fingerprints identify the client-given content of a request so a retry
+// (restamped with a new decision id and recorded_at) is recognised as the same
+// request. They are stored, so their encoding is pinned by a golden test:
+// it is a hand-written length-prefixed encoding because protobuf promises no
+// stable bytes across library versions.
 const (
-	MaxReasonBytes    = 2000
-	MaxRequestIDBytes = 128
+	fingerprintRecordDecision     = "consentd.fingerprint.record_decision.v1"
+	fingerprintMarkEnteredInError = "consentd.fingerprint.mark_entered_in_error.v1"
 )
 
-var zeroTime time.Time
-
-// DecisionMakerTypes are the accepted decision_maker.type values.
-func DecisionMakerTypes() []string { return []string{"patient", "proxy", "clinician_best_interest"} }
-
-// ProxyRoles are the accepted decision_maker.proxy_role values.
-func ProxyRoles() []string {
-	return []string{"parental_responsibility", "lpa_health_welfare", "lpa_property_financial", "court_deputy"}
+type fingerprinter struct {
+	h   hash.Hash
+	buf [binary.MaxVarintLen64]byte
 }
 
-// Channels are the accepted channel values.
-func Channels() []string { return []string{"in_person", "paper_form", "phone", "online", "import"} }
-
-func oneOf(v string, set []string) bool {
-	for _, s := range set {
-		if s == v {
-			return true
-		}
-	}
-	return false
+func newFingerprinter(domain string) *fingerprinter {
+	f := &fingerprinter{h: sha256.New()}
+	f.str(domain)
+	return f
 }
 
-func validRequestID(id string) error {
-	if id == "" {
-		return fieldErr("request_id", "is required")
-	}
-	if len(id) > MaxRequestIDBytes {
-		return fieldErr("request_id", "must be at most %d bytes", MaxRequestIDBytes)
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < 0x21 || id[i] > 0x7e {
-			return fieldErr("request_id", "must be printable ASCII without spaces")
-		}
-	}
-	return nil
+func (f *fingerprinter) str(s string) {
+	n := binary.PutUvarint(f.buf[:], uint64(len(s)))
+	f.h.Write(f.buf[:n])
+	io.WriteString(f.h, s)
 }
 
-// ValidateRecordDecision checks a command before it is proposed (now is the
-// accepting node's clock) and again, with the zero time (no clock check),
-// inside apply.
-func ValidateRecordDecision(cmd *commandv1.RecordDecision, now time.Time) error {
-	if cmd == nil {
-		return fieldErr("decision", "is required")
-	}
-	if err := ValidateNHSNumber(cmd.GetNhsNumber()); err != nil {
-		return err
-	}
-	k, ok := LookupKind(cmd.GetKind())
-	if !ok {
-		return fieldErr("kind", "unknown kind %q (see GET /v1/kinds)", cmd.GetKind())
-	}
-	if !k.HasState(cmd.GetState()) {
-		names := make([]string, len(k.States))
-		for i, s := range k.States {
-			names[i] = s.Name
-		}
-		return fieldErr("state", "%q is not a state of %s; allowed: %v", cmd.GetState(), k.Name, names)
-	}
-	dm := cmd.GetDecisionMaker()
-	if !oneOf(dm.GetType(), DecisionMakerTypes()) {
-		return fieldErr("decision_maker.type", "must be one of %v", DecisionMakerTypes())
-	}
-	if dm.GetType() == "proxy" {
-		if !oneOf(dm.GetProxyRole(), ProxyRoles()) {
-			return fieldErr("decision_maker.proxy_role", "a proxy needs one of %v", ProxyRoles())
-		}
-	} else if dm.GetProxyRole() != "" {
-		return fieldErr("decision_maker.proxy_role", "only a proxy has a proxy role")
-	}
-	if !oneOf(cmd.GetChannel(), Channels()) {
-		return fieldErr("channel", "must be one of %v", Channels())
-	}
-	if len(cmd.GetReason()) > MaxReasonBytes {
-		return fieldErr("reason", "must be at most %d bytes", MaxReasonBytes)
-	}
-	if !utf8.ValidString(cmd.GetReason()) {
-		return fieldErr("reason", "must be valid UTF-8")
-	}
-	if err := validRequestID(cmd.GetRequestId()); err != nil {
-		return err
-	}
-	if cmd.GetDecisionId() == "" {
-		return fieldErr("decision_id", "is required")
-	}
-	if cmd.GetRecordedAtMicros() <= 0 {
-		return fieldErr("recorded_at", "is required")
-	}
-	if cmd.GetEffectiveFromMicros() <= 0 {
-		return fieldErr("effective_from", "must be after 1970")
-	}
-	if !now.IsZero() && cmd.GetEffectiveFromMicros() > now.Add(MaxClockSkew).UnixMicro() {
-		return fieldErr("effective_from", "is in the future (more than %v ahead of this node's clock)", MaxClockSkew)
-	}
-	return nil
+func (f *fingerprinter) u64(v uint64) {
+	binary.BigEndian.PutUint64(f.buf[:8], v)
+	f.h.Write(f.buf[:8])
 }
 
-// ValidateMarkEnteredInError checks an entered-in-error command.
-func ValidateMarkEnteredInError(cmd *commandv1.MarkEnteredInError) error {
-	if cmd == nil {
-		return fieldErr("command", "is required")
+func (f *fingerprinter) flag(b bool) {
+	f.buf[0] = 0
+	if b {
+		f.buf[0] = 1
 	}
-	if err := ValidateNHSNumber(cmd.GetNhsNumber()); err != nil {
-		return err
-	}
-	if cmd.GetDecisionId() == "" {
-		return fieldErr("decision_id", "is required")
-	}
-	if len(cmd.GetReason()) > MaxReasonBytes || !utf8.ValidString(cmd.GetReason()) {
-		return fieldErr("reason", "must be valid UTF-8 of at most %d bytes", MaxReasonBytes)
-	}
-	if err := validRequestID(cmd.GetRequestId()); err != nil {
-		return err
-	}
-	if cmd.GetRecordedAtMicros() <= 0 {
-		return fieldErr("recorded_at", "is required")
-	}
-	return nil
+	f.h.Write(f.buf[:1])
 }
 
-func asFieldError(err error) *FieldError {
-	var fe *FieldError
-	if errors.As(err, &fe) {
-		return fe
+func (f *fingerprinter) optU64(v *uint64) {
+	f.flag(v != nil)
+	if v != nil {
+		f.u64(*v)
 	}
-	return &FieldError{Field: "command", Msg: err.Error()}
+}
+
+func (f *fingerprinter) sum() []byte { return f.h.Sum(nil) }
+
+func recordDecisionFingerprint(c *commandv1.RecordDecision) []byte {
+	f := newFingerprinter(fingerprintRecordDecision)
+	f.str(c.GetNhsNumber())
+	f.str(c.GetKind())
+	f.str(c.GetState())
+	f.flag(c.GetEffectiveFromGiven())
+	if c.GetEffectiveFromGiven() {
+		f.u64(uint64(c.GetEffectiveFromMicros()))
+	}
+	f.str(c.GetDecisionMaker().GetType())
+	f.str(c.GetDecisionMaker().GetProxyRole())
+	f.str(c.GetChannel())
+	f.str(c.GetReason())
+	f.flag(c.GetRestricted())
+	f.optU64(c.ExpectedVersion)
+	f.str(c.GetRecordedBy().GetOdsCode())
+	return f.sum()
+}
+
+func markEnteredInErrorFingerprint(c *commandv1.MarkEnteredInError) []byte {
+	f := newFingerprinter(fingerprintMarkEnteredInError)
+	f.str(c.GetNhsNumber())
+	f.str(c.GetDecisionId())
+	f.str(c.GetReason())
+	f.optU64(c.ExpectedVersion)
+	f.str(c.GetRecordedBy().GetOdsCode())
+	return f.sum()
 }

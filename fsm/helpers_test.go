@@ -14,7 +14,11 @@ func openTest(t testing.TB) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	return s
 }
 
@@ -79,4 +83,42 @@ func state(t testing.TB, s *Store, nhs, kind string) Consent {
 	}
 	t.Fatalf("kind %s missing", kind)
 	return Consent{}
+}
+
+// withExpected sets expected_version on a RecordDecision or MarkEnteredInError.
+func withExpected(env *commandv1.Envelope, v uint64) *commandv1.Envelope {
+	if d := env.GetRecordDecision(); d != nil {
+		d.ExpectedVersion = &v
+	}
+	if m := env.GetMarkEnteredInError(); m != nil {
+		m.ExpectedVersion = &v
+	}
+	return env
+}
+
+func digest(t testing.TB, s *Store) string {
+	t.Helper()
+	_, d, err := s.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func history(t testing.TB, s *Store, nhs, kind string) []*commandv1.DecisionRecord {
+	t.Helper()
+	_, hist, _, err := s.ListDecisions(nhs, kind, 0, MaxListLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hist
+}
+
+func encode(t testing.TB, env *commandv1.Envelope) []byte {
+	t.Helper()
+	b, err := EncodeCommand(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -63,7 +64,15 @@ func FuzzValidateNHSNumber(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got := ValidateNHSNumber(s) == nil
+		err := ValidateNHSNumber(s)
+		got := err == nil
+		if got && (len(s) != 10 || strings.Trim(s, "0123456789") != "") {
+			t.Fatalf("%q accepted but is not 10 digits", s)
+		}
+		var fe *FieldError
+		if err != nil && (!errors.As(err, &fe) || fe.Field != "nhs_number") {
+			t.Fatalf("%q: error %v does not name nhs_number", s, err)
+		}
 		if got != referenceCheck(s) {
 			t.Fatalf("%q: ValidateNHSNumber says %v, the reference %v", s, got, !got)
 		}

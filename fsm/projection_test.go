@@ -2,108 +2,267 @@ package fsm
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
 )
 
-const pt = "9990000018"
+const (
+	pt    = "9990000018"
+	other = "9000000009"
+)
+
+// step is one command and what the kind under test looks like after it.
+type step struct {
+	env     *commandv1.Envelope
+	code    commandv1.Result_Code
+	changed bool
+	state   string
+	version uint64
+}
+
+func ok(env *commandv1.Envelope, changed bool, state string, version uint64) step {
+	return step{env: env, changed: changed, state: state, version: version}
+}
+
+func refused(env *commandv1.Envelope, code commandv1.Result_Code, state string, version uint64) step {
+	return step{env: env, code: code, state: state, version: version}
+}
+
+func rec(kind, state string, day int, req string) *commandv1.Envelope {
+	return record(decision(pt, kind, state, day, req))
+}
 
 func TestProjection(t *testing.T) {
-	type step struct {
-		env         *commandv1.Envelope
-		wantCode    commandv1.Result_Code
-		wantChanged bool
-	}
-	type want struct {
-		state      string
-		version    uint64
-		decisionID string
-		history    int
-	}
+	const (
+		notFound = commandv1.Result_CODE_NOT_FOUND
+		invalid  = commandv1.Result_CODE_INVALID_ARGUMENT
+		mismatch = commandv1.Result_CODE_VERSION_MISMATCH
+	)
 	for _, tc := range []struct {
-		name  string
-		steps []step
-		want  want
+		name       string
+		kind       string
+		steps      []step
+		decisionID string // current decision after the last step
+		history    int
 	}{
-		{"first decision", []step{
-			{record(decision(pt, "scr", "dissent", 1, "a")), 0, true},
-		}, want{"dissent", 1, "d-a", 1}},
-		{"later decision wins", []step{
-			{record(decision(pt, "scr", "dissent", 1, "a")), 0, true},
-			{record(decision(pt, "scr", "consent_core", 2, "b")), 0, true},
-		}, want{"consent_core", 2, "d-b", 2}},
-		{"late-arriving older decision is kept but does not change state", []step{
-			{record(decision(pt, "scr", "dissent", 5, "a")), 0, true},
-			{record(decision(pt, "scr", "consent_core", 2, "b")), 0, false},
-		}, want{"dissent", 2, "d-a", 2}},
-		{"tie on effective_from goes to the later raft index", []step{
-			{record(decision(pt, "scr", "dissent", 3, "a")), 0, true},
-			{record(decision(pt, "scr", "consent_core_additional", 3, "b")), 0, true},
-		}, want{"consent_core_additional", 2, "d-b", 2}},
-		{"withdrawal of a type 1 dissent", []step{
-			{record(decision(pt, "gp_secondary_use", "dissent", 1, "a")), 0, true},
-			{record(decision(pt, "gp_secondary_use", "dissent_withdrawn", 2, "b")), 0, true},
-		}, want{"dissent_withdrawn", 2, "d-b", 2}},
-		{"entered in error of the current decision reverts to the previous", []step{
-			{record(decision(pt, "scr", "dissent", 1, "a")), 0, true},
-			{record(decision(pt, "scr", "consent_core", 2, "b")), 0, true},
-			{markEIE(pt, "d-b", "e"), 0, true},
-		}, want{"dissent", 3, "d-a", 2}},
-		{"entered in error of the only decision reverts to the default", []step{
-			{record(decision(pt, "scr", "dissent", 1, "a")), 0, true},
-			{markEIE(pt, "d-a", "e"), 0, true},
-		}, want{"implied_core", 2, "", 1}},
-		{"entered in error of a non-current decision leaves the state", []step{
-			{record(decision(pt, "scr", "dissent", 1, "a")), 0, true},
-			{record(decision(pt, "scr", "consent_core", 2, "b")), 0, true},
-			{markEIE(pt, "d-a", "e"), 0, false},
-		}, want{"consent_core", 3, "d-b", 2}},
-		{"an entered-in-error decision never wins again", []step{
-			{record(decision(pt, "scr", "dissent", 9, "a")), 0, true},
-			{markEIE(pt, "d-a", "e"), 0, true},
-			{record(decision(pt, "scr", "consent_core", 2, "b")), 0, true},
-		}, want{"consent_core", 3, "d-b", 2}},
-		{"entered in error of another patient's decision is not found", []step{
-			{record(decision(pt, "scr", "dissent", 1, "a")), 0, true},
-			{markEIE("9000000009", "d-a", "e"), commandv1.Result_CODE_NOT_FOUND, false},
-		}, want{"dissent", 1, "d-a", 1}},
-		{"marking twice is refused", []step{
-			{record(decision(pt, "scr", "dissent", 1, "a")), 0, true},
-			{markEIE(pt, "d-a", "e1"), 0, true},
-			{markEIE(pt, "d-a", "e2"), commandv1.Result_CODE_INVALID_ARGUMENT, false},
-		}, want{"implied_core", 2, "", 1}},
+		{"first decision", "scr", []step{
+			ok(rec("scr", "dissent", 1, "a"), true, "dissent", 1),
+		}, "d-a", 1},
+		{"later decision wins", "scr", []step{
+			ok(rec("scr", "dissent", 1, "a"), true, "dissent", 1),
+			ok(rec("scr", "consent_core", 2, "b"), true, "consent_core", 2),
+		}, "d-b", 2},
+		{"late-arriving older decision is kept but does not change state", "scr", []step{
+			ok(rec("scr", "dissent", 5, "a"), true, "dissent", 1),
+			ok(rec("scr", "consent_core", 2, "b"), false, "dissent", 2),
+		}, "d-a", 2},
+		{"tie on effective_from goes to the later raft index", "scr", []step{
+			ok(rec("scr", "dissent", 3, "a"), true, "dissent", 1),
+			ok(rec("scr", "consent_core_additional", 3, "b"), true, "consent_core_additional", 2),
+		}, "d-b", 2},
+		{"older than a tie changes nothing", "scr", []step{
+			ok(rec("scr", "dissent", 3, "a"), true, "dissent", 1),
+			ok(rec("scr", "consent_core", 3, "b"), true, "consent_core", 2),
+			ok(rec("scr", "consent_core_additional", 2, "c"), false, "consent_core", 3),
+		}, "d-b", 3},
+		{"withdrawal of a type 1 dissent", "gp_secondary_use", []step{
+			ok(rec("gp_secondary_use", "dissent", 1, "a"), true, "dissent", 1),
+			ok(rec("gp_secondary_use", "dissent_withdrawn", 2, "b"), true, "dissent_withdrawn", 2),
+			ok(rec("gp_secondary_use", "dissent", 0, "c"), false, "dissent_withdrawn", 3),
+		}, "d-b", 3},
+		{"entered in error of the current decision reverts to the previous", "scr", []step{
+			ok(rec("scr", "dissent", 1, "a"), true, "dissent", 1),
+			ok(rec("scr", "consent_core", 2, "b"), true, "consent_core", 2),
+			ok(markEIE(pt, "d-b", "e"), true, "dissent", 3),
+		}, "d-a", 2},
+		{"entered in error of the only decision reverts to the default", "scr", []step{
+			ok(rec("scr", "dissent", 1, "a"), true, "dissent", 1),
+			ok(markEIE(pt, "d-a", "e"), true, "implied_core", 2),
+		}, "", 1},
+		{"entered in error of a non-current decision leaves the state", "scr", []step{
+			ok(rec("scr", "dissent", 1, "a"), true, "dissent", 1),
+			ok(rec("scr", "consent_core", 2, "b"), true, "consent_core", 2),
+			ok(markEIE(pt, "d-a", "e"), false, "consent_core", 3),
+		}, "d-b", 2},
+		{"revert picks the greatest effective_from, not the latest recorded", "scr", []step{
+			ok(rec("scr", "consent_core", 5, "a"), true, "consent_core", 1),
+			ok(rec("scr", "dissent", 1, "b"), false, "consent_core", 2),
+			ok(rec("scr", "consent_core_additional", 9, "c"), true, "consent_core_additional", 3),
+			ok(markEIE(pt, "d-c", "e"), true, "consent_core", 4),
+		}, "d-a", 3},
+		{"revert breaks a tie by the later raft index", "scr", []step{
+			ok(rec("scr", "dissent", 3, "a"), true, "dissent", 1),
+			ok(rec("scr", "consent_core", 3, "b"), true, "consent_core", 2),
+			ok(rec("scr", "consent_core_additional", 4, "c"), true, "consent_core_additional", 3),
+			ok(markEIE(pt, "d-c", "e"), true, "consent_core", 4),
+		}, "d-b", 3},
+		{"an entered-in-error decision never wins again", "scr", []step{
+			ok(rec("scr", "dissent", 9, "a"), true, "dissent", 1),
+			ok(markEIE(pt, "d-a", "e"), true, "implied_core", 2),
+			ok(rec("scr", "consent_core", 2, "b"), true, "consent_core", 3),
+		}, "d-b", 2},
+		{"another patient's decision is not found", "scr", []step{
+			ok(rec("scr", "dissent", 1, "a"), true, "dissent", 1),
+			refused(markEIE(other, "d-a", "e"), notFound, "dissent", 1),
+			refused(markEIE(pt, "d-nope", "e2"), notFound, "dissent", 1),
+		}, "d-a", 1},
+		{"marking twice is refused", "scr", []step{
+			ok(rec("scr", "dissent", 1, "a"), true, "dissent", 1),
+			ok(markEIE(pt, "d-a", "e1"), true, "implied_core", 2),
+			refused(markEIE(pt, "d-a", "e2"), invalid, "implied_core", 2),
+		}, "", 1},
+		{"expected_version that matches", "scr", []step{
+			ok(withExpected(rec("scr", "dissent", 1, "a"), 0), true, "dissent", 1),
+			ok(withExpected(rec("scr", "consent_core", 2, "b"), 1), true, "consent_core", 2),
+			ok(withExpected(markEIE(pt, "d-b", "e"), 2), true, "dissent", 3),
+		}, "d-a", 2},
+		{"expected_version that does not match", "scr", []step{
+			ok(rec("scr", "dissent", 1, "a"), true, "dissent", 1),
+			refused(withExpected(rec("scr", "consent_core", 2, "b"), 0), mismatch, "dissent", 1),
+			refused(withExpected(markEIE(pt, "d-a", "e"), 7), mismatch, "dissent", 1),
+		}, "d-a", 1},
+		{"kinds keep separate versions", "scr", []step{
+			ok(rec("scr", "dissent", 1, "a"), true, "dissent", 1),
+			ok(rec("gp_secondary_use", "dissent", 1, "b"), true, "dissent", 1),
+			ok(withExpected(rec("local_shared_record", "consent", 1, "c"), 0), true, "dissent", 1),
+		}, "d-a", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := newApplier(t)
 			for i, st := range tc.steps {
 				res := a.apply(st.env)
-				if res.GetCode() != st.wantCode {
-					t.Fatalf("step %d: code %s (%s), want %s", i, res.GetCode(), res.GetMessage(), st.wantCode)
+				if res.GetCode() != st.code {
+					t.Fatalf("step %d: code %s (%s: %s), want %s", i, res.GetCode(), res.GetField(), res.GetMessage(), st.code)
 				}
-				if st.wantCode == 0 && res.GetChanged() != st.wantChanged {
-					t.Fatalf("step %d: changed %v, want %v", i, res.GetChanged(), st.wantChanged)
+				if res.GetRaftIndex() != a.index {
+					t.Fatalf("step %d: result raft_index %d, want %d", i, res.GetRaftIndex(), a.index)
+				}
+				if st.code == commandv1.Result_CODE_OK {
+					if res.GetChanged() != st.changed {
+						t.Fatalf("step %d: changed %v, want %v", i, res.GetChanged(), st.changed)
+					}
+					if res.GetDecision().GetDecision().GetKind() == tc.kind &&
+						(res.GetCurrent().GetState() != st.state || res.GetCurrent().GetVersion() != st.version) {
+						t.Fatalf("step %d: result current %v, want %s v%d", i, res.GetCurrent(), st.state, st.version)
+					}
+				} else if ResultError(res) == nil {
+					t.Fatalf("step %d: ResultError of %s is nil", i, res.GetCode())
+				}
+				if c := state(t, a.s, pt, tc.kind); c.State != st.state || c.Version != st.version {
+					t.Fatalf("step %d: %s is %s v%d, want %s v%d", i, tc.kind, c.State, c.Version, st.state, st.version)
 				}
 			}
-			kind := "scr"
-			if tc.steps[0].env.GetRecordDecision().GetKind() == "gp_secondary_use" {
-				kind = "gp_secondary_use"
+			c := state(t, a.s, pt, tc.kind)
+			if c.DecisionID != tc.decisionID {
+				t.Fatalf("current decision %q, want %q", c.DecisionID, tc.decisionID)
 			}
-			c := state(t, a.s, pt, kind)
-			if c.State != tc.want.state || c.Version != tc.want.version || c.DecisionID != tc.want.decisionID {
-				t.Fatalf("got %s v%d %q, want %s v%d %q", c.State, c.Version, c.DecisionID, tc.want.state, tc.want.version, tc.want.decisionID)
+			if (c.DecisionID == "") != c.EffectiveFrom.IsZero() {
+				t.Fatalf("effective_from %v for current decision %q", c.EffectiveFrom, c.DecisionID)
 			}
-			_, hist, _, err := a.s.ListDecisions(pt, kind, 0, 100)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(hist) != tc.want.history {
-				t.Fatalf("history has %d decisions, want %d", len(hist), tc.want.history)
+			hist := history(t, a.s, pt, tc.kind)
+			if len(hist) != tc.history {
+				t.Fatalf("history has %d decisions, want %d", len(hist), tc.history)
 			}
 			for i := 1; i < len(hist); i++ {
 				if hist[i].GetRaftIndex() <= hist[i-1].GetRaftIndex() {
 					t.Fatalf("history not in commit order: %d after %d", hist[i].GetRaftIndex(), hist[i-1].GetRaftIndex())
 				}
+			}
+		})
+	}
+}
+
+func TestLateDecisionIsStoredUnchanged(t *testing.T) {
+	a := newApplier(t)
+	a.apply(rec("scr", "dissent", 5, "a"))
+	late := a.apply(rec("scr", "consent_core", 2, "b"))
+	hist := history(t, a.s, pt, "scr")
+	if len(hist) != 2 || hist[1].GetChanged() || !hist[0].GetChanged() {
+		t.Fatalf("history %v", hist)
+	}
+	if hist[1].GetVersion() != 2 || hist[1].GetRaftIndex() != late.GetRaftIndex() {
+		t.Fatalf("late decision stored as v%d at %d", hist[1].GetVersion(), hist[1].GetRaftIndex())
+	}
+}
+
+func TestEnteredInErrorIsRecordedOnTheDecision(t *testing.T) {
+	a := newApplier(t)
+	a.apply(rec("scr", "dissent", 1, "a"))
+	res := a.apply(markEIE(pt, "d-a", "e"))
+	eie := res.GetDecision().GetEnteredInError()
+	if eie == nil || eie.GetRaftIndex() != a.index || eie.GetRequestId() != "e" || eie.GetReason() != "wrong patient" {
+		t.Fatalf("result decision %v", res.GetDecision())
+	}
+	if res.GetDecision().GetDecision().GetDecisionId() != "d-a" {
+		t.Fatalf("result names decision %q", res.GetDecision().GetDecision().GetDecisionId())
+	}
+	hist := history(t, a.s, pt, "")
+	if len(hist) != 1 || hist[0].GetEnteredInError().GetRaftIndex() != a.index {
+		t.Fatalf("stored history %v", hist)
+	}
+	if res.GetCurrent().GetDecisionId() != "" || res.GetCurrent().GetState() != "implied_core" || res.GetCurrent().GetVersion() != 2 {
+		t.Fatalf("current after the only decision was marked: %v", res.GetCurrent())
+	}
+}
+
+func TestVersionMismatchReportsTheCurrentVersion(t *testing.T) {
+	a := newApplier(t)
+	a.apply(rec("scr", "dissent", 1, "a"))
+	a.apply(rec("scr", "dissent", 2, "b"))
+	res := a.apply(withExpected(rec("scr", "consent_core", 3, "c"), 1))
+	err := ResultError(res)
+	if !errors.Is(err, ErrVersionMismatch) || !strings.Contains(err.Error(), "current version is 2") {
+		t.Fatalf("error %v", err)
+	}
+	if res.GetCurrent().GetVersion() != 2 {
+		t.Fatalf("result current %v", res.GetCurrent())
+	}
+}
+
+// TestRefusedCommandsWriteNothing compares a store that applied a refused or
+// duplicate command with one that applied an empty entry at the same index:
+// only the applied index may move, so the digests must be equal.
+func TestRefusedCommandsWriteNothing(t *testing.T) {
+	prefix := func() []*commandv1.Envelope {
+		return []*commandv1.Envelope{
+			rec("scr", "dissent", 1, "a"),
+			rec("scr", "consent_core", 2, "b"),
+			markEIE(pt, "d-a", "e"),
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		env  *commandv1.Envelope
+		code commandv1.Result_Code
+	}{
+		{"record with a stale expected_version", withExpected(rec("scr", "dissent", 3, "x"), 1), commandv1.Result_CODE_VERSION_MISMATCH},
+		{"entered in error with a stale expected_version", withExpected(markEIE(pt, "d-b", "x"), 0), commandv1.Result_CODE_VERSION_MISMATCH},
+		{"request id reused for other content", rec("scr", "dissent", 3, "b"), commandv1.Result_CODE_REQUEST_CONFLICT},
+		{"request id reused by another command type", markEIE(pt, "d-b", "a"), commandv1.Result_CODE_REQUEST_CONFLICT},
+		{"decision of another patient", markEIE(other, "d-b", "x"), commandv1.Result_CODE_NOT_FOUND},
+		{"already entered in error", markEIE(pt, "d-a", "x"), commandv1.Result_CODE_INVALID_ARGUMENT},
+		{"invalid state", rec("scr", "dissent_withdrawn", 3, "x"), commandv1.Result_CODE_INVALID_ARGUMENT},
+		{"retried decision", record(restamped(decision(pt, "scr", "consent_core", 2, "b"))), commandv1.Result_CODE_OK},
+		{"retried entered in error", markEIE(pt, "d-a", "e"), commandv1.Result_CODE_OK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			refused, empty := newApplier(t), newApplier(t)
+			for _, env := range prefix() {
+				refused.apply(env)
+				empty.apply(env)
+			}
+			if res := refused.apply(tc.env); res.GetCode() != tc.code {
+				t.Fatalf("code %s (%s), want %s", res.GetCode(), res.GetMessage(), tc.code)
+			}
+			empty.index++
+			empty.s.Apply([]uint64{empty.index}, [][]byte{nil})
+			if refused.s.AppliedIndex() != empty.s.AppliedIndex() {
+				t.Fatalf("applied index %d, want %d", refused.s.AppliedIndex(), empty.s.AppliedIndex())
+			}
+			if digest(t, refused.s) != digest(t, empty.s) {
+				t.Fatal("the refused command changed the register")
 			}
 		})
 	}
@@ -122,173 +281,5 @@ func TestUnrecordedPatientHasEveryDefault(t *testing.T) {
 		if cs[i].Kind != k.Name || cs[i].State != k.DefaultState || cs[i].Version != 0 {
 			t.Errorf("%+v, want %s at default %s v0", cs[i], k.Name, k.DefaultState)
 		}
-	}
-}
-
-func TestExpectedVersion(t *testing.T) {
-	a := newApplier(t)
-	a.apply(record(decision(pt, "scr", "dissent", 1, "a")))
-
-	stale := decision(pt, "scr", "consent_core", 2, "b")
-	v0 := uint64(0)
-	stale.ExpectedVersion = &v0
-	res := a.apply(record(stale))
-	if res.GetCode() != commandv1.Result_CODE_VERSION_MISMATCH {
-		t.Fatalf("stale expected_version: %s", res.GetCode())
-	}
-	if !errors.Is(ResultError(res), ErrVersionMismatch) {
-		t.Fatalf("ResultError: %v", ResultError(res))
-	}
-	// Only the applied index moved: the data did not.
-	if c := state(t, a.s, pt, "scr"); c.State != "dissent" || c.Version != 1 {
-		t.Fatalf("mismatch wrote: %+v", c)
-	}
-	_, hist, _, _ := a.s.ListDecisions(pt, "", 0, 10)
-	if len(hist) != 1 {
-		t.Fatalf("history %d after a refused write", len(hist))
-	}
-
-	ok := decision(pt, "scr", "consent_core", 2, "c")
-	v1 := uint64(1)
-	ok.ExpectedVersion = &v1
-	if res := a.apply(record(ok)); res.GetCode() != 0 || res.GetCurrent().GetVersion() != 2 {
-		t.Fatalf("matching expected_version: %s %v", res.GetCode(), res.GetCurrent())
-	}
-}
-
-func TestIdempotency(t *testing.T) {
-	a := newApplier(t)
-	first := a.apply(record(decision(pt, "scr", "dissent", 1, "req-1")))
-	if first.GetCode() != 0 || first.GetDuplicate() {
-		t.Fatalf("first: %v", first)
-	}
-	// The same request again, re-stamped by another node: same outcome, once.
-	again := decision(pt, "scr", "dissent", 1, "req-1")
-	again.DecisionId, again.RecordedAtMicros, again.AcceptedBy = "d-other", base.AddDate(0, 3, 0).UnixMicro(), "n2"
-	dup := a.apply(record(again))
-	if dup.GetCode() != 0 || !dup.GetDuplicate() || dup.GetDecision().GetDecision().GetDecisionId() != "d-req-1" {
-		t.Fatalf("retry: %v", dup)
-	}
-	if dup.GetDecision().GetRaftIndex() != first.GetDecision().GetRaftIndex() {
-		t.Fatalf("retry answered a different decision")
-	}
-	_, hist, _, _ := a.s.ListDecisions(pt, "", 0, 10)
-	if len(hist) != 1 {
-		t.Fatalf("history has %d entries after a retry, want 1", len(hist))
-	}
-	// The same id with a different body is a conflict and writes nothing.
-	other := decision(pt, "scr", "consent_core", 1, "req-1")
-	res := a.apply(record(other))
-	if res.GetCode() != commandv1.Result_CODE_REQUEST_CONFLICT || !errors.Is(ResultError(res), ErrRequestConflict) {
-		t.Fatalf("reuse with other content: %v", res)
-	}
-	if c := state(t, a.s, pt, "scr"); c.State != "dissent" || c.Version != 1 {
-		t.Fatalf("conflict wrote: %+v", c)
-	}
-	// A request that relied on the default effective_from matches its retry
-	// even though the retry is stamped at a different time.
-	implicit := decision(pt, "local_shared_record", "consent", 1, "req-2")
-	implicit.EffectiveFromGiven = false
-	a.apply(record(implicit))
-	retry := decision(pt, "local_shared_record", "consent", 4, "req-2")
-	retry.EffectiveFromGiven, retry.DecisionId = false, "d-retry"
-	if res := a.apply(record(retry)); !res.GetDuplicate() {
-		t.Fatalf("retry of a request without effective_from: %v", res)
-	}
-}
-
-func TestApplySkipsAppliedIndexesAndPersistsIndex(t *testing.T) {
-	path := t.TempDir() + "/r.db"
-	s, err := Open(Config{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b1, _ := EncodeCommand(record(decision(pt, "scr", "dissent", 1, "a")))
-	b2, _ := EncodeCommand(record(decision(pt, "scr", "consent_core", 2, "b")))
-	res := s.Apply([]uint64{1, 2, 3}, [][]byte{b1, nil, b2})
-	if res[1] != nil || res[0] == nil || res[2] == nil {
-		t.Fatalf("results %v", res)
-	}
-	if s.AppliedIndex() != 3 {
-		t.Fatalf("applied %d", s.AppliedIndex())
-	}
-	_, d1, _ := s.Digest()
-	// Raft replays entries after a restart; already-applied ones are skipped.
-	again := s.Apply([]uint64{2, 3}, [][]byte{nil, b2})
-	if again[0] != nil || again[1] != nil {
-		t.Fatalf("re-applied: %v", again)
-	}
-	_, d2, _ := s.Digest()
-	if d1 != d2 {
-		t.Fatal("replaying applied entries changed the register")
-	}
-	s.Close()
-	s, err = Open(Config{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if s.AppliedIndex() != 3 {
-		t.Fatalf("applied index after reopen %d, want 3", s.AppliedIndex())
-	}
-	if c := state(t, s, pt, "scr"); c.State != "consent_core" || c.Version != 2 {
-		t.Fatalf("after reopen %+v", c)
-	}
-}
-
-func TestMalformedEntryAdvancesIndexWithoutWriting(t *testing.T) {
-	s := openTest(t)
-	res := s.Apply([]uint64{1, 2}, [][]byte{{0xff, 0x01}, {}})
-	for i, r := range res {
-		if r.(*commandv1.Result).GetCode() != commandv1.Result_CODE_INVALID_ARGUMENT {
-			t.Fatalf("entry %d: %v", i, r)
-		}
-	}
-	if s.AppliedIndex() != 2 {
-		t.Fatalf("applied %d", s.AppliedIndex())
-	}
-	invalid := decision("9990000017", "scr", "dissent", 1, "x")
-	b, _ := EncodeCommand(record(invalid))
-	r := s.Apply([]uint64{3}, [][]byte{b})[0].(*commandv1.Result)
-	if r.GetCode() != commandv1.Result_CODE_INVALID_ARGUMENT || r.GetField() != "nhs_number" {
-		t.Fatalf("invalid command applied: %v", r)
-	}
-}
-
-func TestCheckConsentsAndPaging(t *testing.T) {
-	a := newApplier(t)
-	for i := 0; i < 5; i++ {
-		a.apply(record(decision(TestNHSNumber(i+10), "scr", "dissent", 1, "c"+TestNHSNumber(i+10))))
-	}
-	for i := 0; i < 7; i++ {
-		a.apply(record(decision(pt, "scr", []string{"dissent", "consent_core"}[i%2], i, "p"+string(rune('a'+i)))))
-	}
-	nums := []string{TestNHSNumber(10), TestNHSNumber(19), TestNHSNumber(14)}
-	rev, res, err := a.s.CheckConsents("scr", nums)
-	if err != nil || rev != a.index {
-		t.Fatalf("rev %d err %v", rev, err)
-	}
-	if res[0].State != "dissent" || res[1].State != "implied_core" || res[1].Version != 0 || res[2].NHSNumber != nums[2] {
-		t.Fatalf("results %+v", res)
-	}
-	var fe *FieldError
-	if _, _, err := a.s.CheckConsents("scr", []string{pt, "123"}); !errors.As(err, &fe) || fe.Field != "nhs_numbers[1]" {
-		t.Fatalf("bad number: %v", err)
-	}
-	var all []*commandv1.DecisionRecord
-	var after uint64
-	for {
-		_, page, next, err := a.s.ListDecisions(pt, "scr", after, 3)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, page...)
-		if next == 0 {
-			break
-		}
-		after = next
-	}
-	if len(all) != 7 {
-		t.Fatalf("paged %d decisions, want 7", len(all))
 	}
 }

@@ -6,9 +6,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"time"
 
-	"go.etcd.io/bbolt"
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
 	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
@@ -30,17 +31,21 @@ type CheckResult struct {
 	Version   uint64
 }
 
-func (s *Store) consentOf(tx *bbolt.Tx, nhs, kind string) (Consent, error) {
-	c := Consent{Kind: kind, State: s.kinds[kind].DefaultState}
-	cur, err := getCurrent(tx, nhs, kind)
-	if err != nil || cur == nil {
-		return c, err
-	}
-	c.State, c.Version, c.DecisionID = cur.GetState(), cur.GetVersion(), cur.GetDecisionId()
-	if cur.GetEffectiveFromMicros() != 0 {
+const (
+	// DefaultListLimit is the page size of ListDecisions when limit <= 0.
+	DefaultListLimit = 100
+	// MaxListLimit caps the page size of ListDecisions.
+	MaxListLimit = 1000
+)
+
+// ConsentFromRecord turns a stored current record into a Consent; the
+// EffectiveFrom of a kind at its default state is zero.
+func ConsentFromRecord(kind string, cur *commandv1.CurrentRecord) Consent {
+	c := Consent{Kind: kind, State: cur.GetState(), Version: cur.GetVersion(), DecisionID: cur.GetDecisionId()}
+	if cur.GetDecisionId() != "" {
 		c.EffectiveFrom = time.UnixMicro(cur.GetEffectiveFromMicros()).UTC()
 	}
-	return c, nil
+	return c
 }
 
 // GetConsents returns every kind of the registry for one patient, in
@@ -49,117 +54,147 @@ func (s *Store) GetConsents(nhs string) (revision uint64, consents []Consent, er
 	if err := ValidateNHSNumber(nhs); err != nil {
 		return 0, nil, err
 	}
-	err = s.view(func(tx *bbolt.Tx) error {
-		revision = readApplied(tx)
-		consents = make([]Consent, 0, len(s.order))
-		for _, k := range s.order {
-			c, err := s.consentOf(tx, nhs, k)
+	err = s.view(func(tx *bolt.Tx, rev uint64) error {
+		revision = rev
+		current := tx.Bucket(bucketCurrent)
+		consents = make([]Consent, len(s.reg.kinds))
+		for i := range s.reg.kinds {
+			k := &s.reg.kinds[i]
+			cur, err := getCurrent(current, nhs, k)
 			if err != nil {
-				return err
+				return fmt.Errorf("fsm: %w", err)
 			}
-			consents = append(consents, c)
+			consents[i] = ConsentFromRecord(k.Name, cur)
 		}
 		return nil
 	})
-	return revision, consents, err
+	if err != nil {
+		return 0, nil, err
+	}
+	return revision, consents, nil
 }
 
 // CheckConsents returns one kind's state for each number, in request order,
 // read in one transaction.
 func (s *Store) CheckConsents(kind string, nhs []string) (revision uint64, results []CheckResult, err error) {
-	if _, ok := s.kinds[kind]; !ok {
-		return 0, nil, fieldErr("kind", "unknown kind %q", kind)
+	k, err := validateKind("kind", kind, s.reg.lookup)
+	if err != nil {
+		return 0, nil, err
 	}
 	for i, n := range nhs {
 		if err := ValidateNHSNumber(n); err != nil {
-			return 0, nil, fieldErr(fmt.Sprintf("nhs_numbers[%d]", i), "%s", asFieldError(err).Msg)
+			return 0, nil, fieldErr(fmt.Sprintf("nhs_numbers[%d]", i), "%s", fieldMsg(err))
 		}
 	}
-	err = s.view(func(tx *bbolt.Tx) error {
-		revision = readApplied(tx)
+	err = s.view(func(tx *bolt.Tx, rev uint64) error {
+		revision = rev
+		current := tx.Bucket(bucketCurrent)
 		results = make([]CheckResult, len(nhs))
 		for i, n := range nhs {
-			c, err := s.consentOf(tx, n, kind)
+			cur, err := getCurrent(current, n, k)
 			if err != nil {
-				return err
+				return fmt.Errorf("fsm: %w", err)
 			}
-			results[i] = CheckResult{NHSNumber: n, State: c.State, Version: c.Version}
+			results[i] = CheckResult{NHSNumber: n, State: cur.GetState(), Version: cur.GetVersion()}
 		}
 		return nil
 	})
-	return revision, results, err
+	if err != nil {
+		return 0, nil, err
+	}
+	return revision, results, nil
 }
 
 // ListDecisions returns up to limit decisions of a patient (of one kind when
 // kind != ""), oldest first (commit order), starting after raft index
 // `after`. next is the cursor for the following page, 0 when there is none.
+// A limit <= 0 means DefaultListLimit; it is capped at MaxListLimit.
 func (s *Store) ListDecisions(nhs, kind string, after uint64, limit int) (revision uint64, decisions []*commandv1.DecisionRecord, next uint64, err error) {
 	if err := ValidateNHSNumber(nhs); err != nil {
 		return 0, nil, 0, err
 	}
 	if kind != "" {
-		if _, ok := s.kinds[kind]; !ok {
-			return 0, nil, 0, fieldErr("kind", "unknown kind %q", kind)
+		if _, err := validateKind("kind", kind, s.reg.lookup); err != nil {
+			return 0, nil, 0, err
 		}
 	}
 	if limit <= 0 {
-		limit = 50
+		limit = DefaultListLimit
 	}
-	err = s.view(func(tx *bbolt.Tx) error {
-		revision = readApplied(tx)
-		c := tx.Bucket(bucketDecisions).Cursor()
+	limit = min(limit, MaxListLimit)
+	err = s.view(func(tx *bolt.Tx, rev uint64) error {
+		revision = rev
+		if after == math.MaxUint64 {
+			return nil
+		}
 		prefix := []byte(nhs)
+		c := tx.Bucket(bucketDecisions).Cursor()
 		for k, v := c.Seek(decisionKey(nhs, after+1)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			rec := &commandv1.DecisionRecord{}
 			if err := proto.Unmarshal(v, rec); err != nil {
-				return fmt.Errorf("fsm: corrupt decision: %w", err)
+				return fmt.Errorf("fsm: corrupt decision record %x: %w", k, err)
 			}
 			if kind != "" && rec.GetDecision().GetKind() != kind {
 				continue
 			}
 			if len(decisions) == limit {
-				next = decisions[len(decisions)-1].GetRaftIndex()
+				next = decisions[limit-1].GetRaftIndex()
 				return nil
 			}
 			decisions = append(decisions, rec)
 		}
 		return nil
 	})
-	return revision, decisions, next, err
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	return revision, decisions, next, nil
 }
 
 // Nodes returns the recorded member addresses, ordered by id.
 func (s *Store) Nodes() ([]*commandv1.UpsertNode, error) {
 	var out []*commandv1.UpsertNode
-	err := s.view(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx, _ uint64) error {
 		return tx.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
 			n := &commandv1.UpsertNode{}
 			if err := proto.Unmarshal(v, n); err != nil {
-				return err
+				return fmt.Errorf("fsm: corrupt node record %q: %w", k, err)
 			}
 			out = append(out, n)
 			return nil
 		})
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Digest returns a hex SHA-256 over the whole register at one revision; equal
-// on every node that applied the same entries.
+// on every node that applied the same entries. It covers every bucket's keys
+// and values, the applied index included.
 func (s *Store) Digest() (revision uint64, digest string, err error) {
 	h := sha256.New()
-	err = s.view(func(tx *bbolt.Tx) error {
-		revision = readApplied(tx)
+	var lenBuf [binary.MaxVarintLen64]byte
+	// A tag before each field keeps a bucket boundary from reading as a key.
+	writeField := func(tag byte, b []byte) {
+		lenBuf[0] = tag
+		h.Write(lenBuf[:1])
+		n := binary.PutUvarint(lenBuf[:], uint64(len(b)))
+		h.Write(lenBuf[:n])
+		h.Write(b)
+	}
+	err = s.view(func(tx *bolt.Tx, rev uint64) error {
+		revision = rev
 		for _, name := range allBuckets() {
-			h.Write(name)
-			err := tx.Bucket(name).ForEach(func(k, v []byte) error {
-				var n [8]byte
-				binary.BigEndian.PutUint64(n[:], uint64(len(k)))
-				h.Write(n[:])
-				h.Write(k)
-				binary.BigEndian.PutUint64(n[:], uint64(len(v)))
-				h.Write(n[:])
-				h.Write(v)
+			bk := tx.Bucket(name)
+			if bk == nil {
+				return fmt.Errorf("fsm: bucket %s missing: %w", name, ErrUnknownFormat)
+			}
+			writeField('b', name)
+			err := bk.ForEach(func(k, v []byte) error {
+				writeField('k', k)
+				writeField('v', v)
 				return nil
 			})
 			if err != nil {
@@ -168,5 +203,16 @@ func (s *Store) Digest() (revision uint64, digest string, err error) {
 		}
 		return nil
 	})
-	return revision, hex.EncodeToString(h.Sum(nil)), err
+	if err != nil {
+		return 0, "", err
+	}
+	return revision, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// fieldMsg is a FieldError's message without its field name.
+func fieldMsg(err error) string {
+	if fe, ok := err.(*FieldError); ok {
+		return fe.Msg
+	}
+	return err.Error()
 }

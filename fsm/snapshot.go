@@ -1,42 +1,62 @@
 package fsm
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
-	"go.etcd.io/bbolt"
+	bolt "go.etcd.io/bbolt"
 )
 
-// snapshotMagic starts every snapshot; the byte after it is the format.
-var snapshotMagic = []byte("CONSENTDSNAP")
+// A snapshot is a header (magic, format byte) followed by a copy of the bbolt
+// file as one read transaction sees it.
+const (
+	snapshotMagic  = "CONSENTDSNAP"
+	snapshotFormat = 1
+)
 
-const snapshotFormat = 1
+func snapshotHeader() []byte { return append([]byte(snapshotMagic), snapshotFormat) }
 
-// snapshot is a read transaction opened when raft asked for the snapshot,
-// so what it writes is the register at exactly that applied index.
-type snapshot struct{ tx *bbolt.Tx }
-
-func (s *snapshot) WriteTo(w io.Writer) (int64, error) {
-	n, err := w.Write(append(bytes.Clone(snapshotMagic), snapshotFormat))
-	if err != nil {
-		return int64(n), err
-	}
-	m, err := s.tx.WriteTo(w)
-	return int64(n) + m, err
+// snapshot is a read transaction opened when Snapshot was called, so what it
+// writes is the register at exactly that applied index, however much is
+// applied while it is written.
+type snapshot struct {
+	tx    *bolt.Tx
+	close sync.Once
+	err   error
 }
 
-func (s *snapshot) Close() error { return s.tx.Rollback() }
+// WriteTo writes the header and the database as the transaction sees it.
+func (sn *snapshot) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(snapshotHeader())
+	if err != nil {
+		return int64(n), fmt.Errorf("fsm: write snapshot header: %w", err)
+	}
+	m, err := sn.tx.WriteTo(w)
+	if err != nil {
+		return int64(n) + m, fmt.Errorf("fsm: write snapshot: %w", err)
+	}
+	return int64(n) + m, nil
+}
+
+// Close releases the read transaction; Close and Restore of the Store wait
+// for it.
+func (sn *snapshot) Close() error {
+	sn.close.Do(func() { sn.err = sn.tx.Rollback() })
+	return sn.err
+}
 
 // Snapshot captures a point-in-time view. The returned value also implements
-// io.Closer, which releases it.
+// io.Closer, which releases it. Until it is closed, Close and Restore wait.
 func (s *Store) Snapshot() (io.WriterTo, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if s.db == nil {
+		return nil, errClosed
+	}
 	tx, err := s.db.Begin(false)
 	if err != nil {
 		return nil, fmt.Errorf("fsm: snapshot: %w", err)
@@ -44,55 +64,118 @@ func (s *Store) Snapshot() (io.WriterTo, error) {
 	return &snapshot{tx: tx}, nil
 }
 
-// Restore replaces the whole register atomically with a snapshot's content:
-// it is written beside the database, checked, then renamed over it.
+// Restore replaces the whole register atomically with a snapshot's content.
+// The snapshot is written to a file beside the database and checked before
+// it replaces anything; a snapshot that fails the check leaves the register
+// as it was.
 func (s *Store) Restore(r io.Reader) error {
-	br := bufio.NewReader(r)
 	head := make([]byte, len(snapshotMagic)+1)
-	if _, err := io.ReadFull(br, head); err != nil {
-		return fmt.Errorf("fsm: restore: read header: %w", err)
+	if _, err := io.ReadFull(r, head); err != nil {
+		return fmt.Errorf("fsm: restore: read header: %w: %w", ErrUnknownFormat, err)
 	}
-	if !bytes.Equal(head[:len(snapshotMagic)], snapshotMagic) || head[len(snapshotMagic)] != snapshotFormat {
-		return fmt.Errorf("fsm: restore: %w: not a consentd snapshot of format %d", ErrUnknownFormat, snapshotFormat)
+	if string(head[:len(snapshotMagic)]) != snapshotMagic {
+		return fmt.Errorf("fsm: restore: not a consentd snapshot: %w", ErrUnknownFormat)
 	}
-	tmp := s.cfg.Path + ".restore"
-	os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if head[len(snapshotMagic)] != snapshotFormat {
+		return fmt.Errorf("fsm: restore: snapshot format %d, this build reads %d: %w", head[len(snapshotMagic)], snapshotFormat, ErrUnknownFormat)
+	}
+	tmp, err := s.writeTemp(r)
 	if err != nil {
-		return fmt.Errorf("fsm: restore: %w", err)
+		return err
 	}
-	if _, err := io.Copy(f, br); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("fsm: restore: copy: %w", err)
-	}
-	if err := errors.Join(f.Sync(), f.Close()); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("fsm: restore: %w", err)
-	}
-	check, err := bbolt.Open(tmp, 0o600, &bbolt.Options{ReadOnly: true})
+	applied, err := s.checkSnapshotFile(tmp)
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("fsm: restore: snapshot is not a valid register: %w", err)
+		return err
 	}
-	check.Close()
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.db != nil {
-		if err := s.db.Close(); err != nil {
-			return fmt.Errorf("fsm: restore: close old register: %w", err)
-		}
+	if s.db == nil {
+		os.Remove(tmp)
+		return errClosed
+	}
+	if err := s.db.Close(); err != nil {
 		s.db = nil
+		os.Remove(tmp)
+		return fmt.Errorf("fsm: restore: close the register: %w", err)
 	}
+	s.db = nil
 	if err := os.Rename(tmp, s.cfg.Path); err != nil {
-		return fmt.Errorf("fsm: restore: %w", err)
+		os.Remove(tmp)
+		return errors.Join(fmt.Errorf("fsm: restore: %w", err), s.reopenLocked())
 	}
-	if d, err := os.Open(dirOf(s.cfg.Path)); err == nil {
-		d.Sync()
-		d.Close()
+	syncDir(filepath.Dir(s.cfg.Path))
+	if err := s.reopenLocked(); err != nil {
+		return err
 	}
-	return s.open()
+	if got := s.applied.Load(); got != applied {
+		return fmt.Errorf("fsm: restore: reopened register is at index %d, the snapshot at %d", got, applied)
+	}
+	s.log.Debug("fsm: restored register from snapshot", "applied_index", applied)
+	return nil
 }
 
-func dirOf(p string) string { return filepath.Dir(p) }
+// writeTemp streams a snapshot body into a synced file beside the database.
+func (s *Store) writeTemp(r io.Reader) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(s.cfg.Path), filepath.Base(s.cfg.Path)+".restore-*")
+	if err != nil {
+		return "", fmt.Errorf("fsm: restore: %w", err)
+	}
+	_, err = io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("fsm: restore: write %s: %w", f.Name(), err)
+	}
+	return f.Name(), nil
+}
+
+// checkSnapshotFile opens a restored file read-only and checks its layout
+// and schema version, returning its applied index.
+func (s *Store) checkSnapshotFile(path string) (uint64, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: s.cfg.LockTimeout})
+	if err != nil {
+		return 0, fmt.Errorf("fsm: restore: snapshot is not a bbolt database: %w: %w", ErrUnknownFormat, err)
+	}
+	var applied uint64
+	err = db.View(func(tx *bolt.Tx) error {
+		var err error
+		applied, err = checkLayout(tx)
+		return err
+	})
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("fsm: restore: snapshot is not a register: %w", err)
+	}
+	return applied, nil
+}
+
+// reopenLocked opens s.cfg.Path again; s.mu must be held for writing.
+func (s *Store) reopenLocked() error {
+	db, applied, err := s.openDB(s.cfg.Path, false)
+	if err != nil {
+		return fmt.Errorf("fsm: restore: reopen: %w", err)
+	}
+	s.db = db
+	s.applied.Store(applied)
+	return nil
+}
+
+// syncDir makes a rename durable; a failure only risks the old file coming
+// back after a crash, which raft repairs by restoring again.
+func syncDir(dir string) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return
+	}
+	d.Sync()
+	d.Close()
+}

@@ -2,13 +2,22 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
-	"reflect"
+	"os"
+	"path/filepath"
+	"sync"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
 )
 
-// dump is every query answer for the given patients, for comparing stores.
+// dump is every query answer for the given patients, byte for byte, for
+// comparing stores.
 func dump(t testing.TB, s *Store, patients []string) string {
 	t.Helper()
 	var b bytes.Buffer
@@ -18,82 +27,267 @@ func dump(t testing.TB, s *Store, patients []string) string {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(&b, "%s@%d %+v\n", p, rev, cs)
-		_, hist, _, err := s.ListDecisions(p, "", 0, 1000)
-		if err != nil {
-			t.Fatal(err)
+		for _, k := range Kinds() {
+			_, res, err := s.CheckConsents(k.Name, []string{p})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "  check %s %+v\n", k.Name, res)
 		}
-		for _, h := range hist {
-			fmt.Fprintf(&b, "  %v\n", h)
+		for _, h := range history(t, s, p, "") {
+			enc, err := marshal(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "  %s\n", hex.EncodeToString(enc))
 		}
 	}
 	rev, digest, err := s.Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodes, _ := s.Nodes()
-	fmt.Fprintf(&b, "digest %s@%d nodes %v\n", digest, rev, nodes)
-	return b.String()
-}
-
-func TestSnapshotRestoreGivesEqualAnswers(t *testing.T) {
-	a := newApplier(t)
-	var patients []string
-	for i := 0; i < 40; i++ {
-		p := TestNHSNumber(100 + i)
-		patients = append(patients, p)
-		for j := 0; j < 3; j++ {
-			kind := Kinds()[j%3]
-			a.apply(record(decision(p, kind.Name, kind.States[(i+j)%len(kind.States)].Name, j, fmt.Sprintf("s-%d-%d", i, j))))
-		}
-	}
-	a.apply(markEIE(patients[0], "d-s-0-0", "eie"))
-	snap, err := a.s.Snapshot()
+	nodes, err := s.Nodes()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := dump(t, a.s, patients)
+	for _, n := range nodes {
+		enc, _ := marshal(n)
+		fmt.Fprintf(&b, "node %x\n", enc)
+	}
+	fmt.Fprintf(&b, "digest %s@%d applied %d\n", digest, rev, s.AppliedIndex())
+	return b.String()
+}
 
-	// Entries applied after Snapshot() must not appear in it: point in time.
-	a.apply(record(decision(patients[1], "scr", "dissent", 30, "after-snapshot")))
+// populate applies a varied history for n patients and returns them.
+func populate(t testing.TB, a *applier, n int) []string {
+	t.Helper()
+	var patients []string
+	for i := 0; i < n; i++ {
+		p := TestNHSNumber(100 + i)
+		patients = append(patients, p)
+		for j := 0; j < 4; j++ {
+			kind := Kinds()[(i+j)%3]
+			a.apply(record(decision(p, kind.Name, kind.States[(i*7+j)%len(kind.States)].Name, (i*j)%5, fmt.Sprintf("s-%d-%d", i, j))))
+		}
+		if i%5 == 0 {
+			a.apply(markEIE(p, fmt.Sprintf("d-s-%d-3", i), fmt.Sprintf("e-%d", i)))
+		}
+	}
+	a.apply(&commandv1.Envelope{Body: &commandv1.Envelope_UpsertNode{UpsertNode: &commandv1.UpsertNode{Id: "n1", RaftAddr: "127.0.0.1:7001"}}})
+	return patients
+}
+
+func snapshotBytes(t testing.TB, s *Store) []byte {
+	t.Helper()
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.(io.Closer).Close()
 	var buf bytes.Buffer
 	if _, err := snap.WriteTo(&buf); err != nil {
 		t.Fatal(err)
 	}
-	snap.(io.Closer).Close()
+	return buf.Bytes()
+}
+
+func TestSnapshotRestoreGivesEqualAnswers(t *testing.T) {
+	a := newApplier(t)
+	patients := populate(t, a, 200)
+	want := dump(t, a.s, patients)
 
 	fresh := openTest(t)
-	fresh.Apply([]uint64{1}, [][]byte{nil}) // something to be replaced
-	if err := fresh.Restore(bytes.NewReader(buf.Bytes())); err != nil {
+	fresh.Apply([]uint64{1, 2}, [][]byte{encode(t, rec("scr", "dissent", 1, "to-be-replaced")), nil})
+	if err := fresh.Restore(bytes.NewReader(snapshotBytes(t, a.s))); err != nil {
 		t.Fatal(err)
 	}
 	if got := dump(t, fresh, patients); got != want {
 		t.Fatalf("restored store answers differently:\n got %s\nwant %s", got, want)
 	}
-	if fresh.AppliedIndex() != a.index-1 {
-		t.Fatalf("restored applied index %d, want %d", fresh.AppliedIndex(), a.index-1)
+	if _, hist, _, _ := fresh.ListDecisions(pt, "", 0, 10); len(hist) != 0 {
+		t.Fatalf("state from before the restore survived: %v", hist)
 	}
-	// The restored store carries on applying where the snapshot ended.
-	b, _ := EncodeCommand(record(decision(patients[1], "scr", "dissent", 30, "after-snapshot")))
-	fresh.Apply([]uint64{a.index}, [][]byte{b})
-	if !reflect.DeepEqual(dump(t, fresh, patients), dump(t, a.s, patients)) {
+
+	// Both carry on identically, and the restored store survives a reopen.
+	next := encode(t, record(decision(patients[3], "scr", "dissent", 30, "after")))
+	a.s.Apply([]uint64{a.index + 1}, [][]byte{next})
+	fresh.Apply([]uint64{a.index + 1}, [][]byte{next})
+	want = dump(t, a.s, patients)
+	if got := dump(t, fresh, patients); got != want {
 		t.Fatal("stores diverge after applying the same entry")
+	}
+	path := fresh.cfg.Path
+	if err := fresh.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reopened, err := Open(Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reopened.Close() })
+	if got := dump(t, reopened, patients); got != want {
+		t.Fatal("restored store changed across Close/Open")
 	}
 }
 
-func TestRestoreRefusesGarbage(t *testing.T) {
+func TestSnapshotIsPointInTime(t *testing.T) {
 	a := newApplier(t)
-	a.apply(record(decision(pt, "scr", "dissent", 1, "a")))
+	patients := populate(t, a, 20)
+	at := a.index
+	want := dump(t, a.s, patients)
+	snap, err := a.s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Applied after Snapshot() but before the snapshot is written out.
+	a.apply(record(decision(patients[1], "scr", "dissent", 30, "after-1")))
+	a.apply(markEIE(patients[0], "d-s-0-0", "after-2"))
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.(io.Closer).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.(io.Closer).Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if !bytes.HasPrefix(buf.Bytes(), []byte("CONSENTDSNAP\x01")) {
+		t.Fatalf("snapshot header %q", buf.Bytes()[:13])
+	}
+
+	fresh := openTest(t)
+	if err := fresh.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if fresh.AppliedIndex() != at {
+		t.Fatalf("restored applied index %d, want %d", fresh.AppliedIndex(), at)
+	}
+	if got := dump(t, fresh, patients); got != want {
+		t.Fatalf("snapshot holds entries applied after it was taken:\n got %s\nwant %s", got, want)
+	}
+	if _, hist, _, _ := fresh.ListDecisions(patients[1], "", 0, 100); hist[len(hist)-1].GetDecision().GetRequestId() == "after-1" {
+		t.Fatal("a later decision is in the snapshot")
+	}
+}
+
+func TestRestoreRefusesBadSnapshots(t *testing.T) {
+	a := newApplier(t)
+	a.apply(rec("scr", "dissent", 1, "a"))
 	before := dump(t, a.s, []string{pt})
+
+	emptyBolt := filepath.Join(t.TempDir(), "plain.db")
+	db, err := bolt.Open(emptyBolt, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	plain, err := os.ReadFile(emptyBolt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := snapshotBytes(t, a.s)
+	header := []byte("CONSENTDSNAP\x01")
 	for name, in := range map[string][]byte{
-		"empty":       nil,
-		"wrong magic": []byte("NOTASNAPSHOT\x01rest"),
-		"not bbolt":   append(append([]byte{}, snapshotMagic...), append([]byte{snapshotFormat}, bytes.Repeat([]byte{7}, 8192)...)...),
+		"empty":                  nil,
+		"short header":           []byte("CONSENTD"),
+		"wrong magic":            append([]byte("NOTASNAPSHOT\x01"), good[13:]...),
+		"format from the future": append([]byte("CONSENTDSNAP\x02"), good[13:]...),
+		"not bbolt":              append(bytes.Clone(header), bytes.Repeat([]byte{7}, 8192)...),
+		"bbolt but no register":  append(bytes.Clone(header), plain...),
+		"truncated":              good[:13+4096],
 	} {
-		if err := a.s.Restore(bytes.NewReader(in)); err == nil {
+		err := a.s.Restore(bytes.NewReader(in))
+		if err == nil {
 			t.Errorf("%s: restore accepted", name)
+			continue
+		}
+		if name != "truncated" && !errors.Is(err, ErrUnknownFormat) {
+			t.Errorf("%s: %v is not ErrUnknownFormat", name, err)
 		}
 	}
 	if after := dump(t, a.s, []string{pt}); after != before {
 		t.Fatal("a refused restore changed the register")
+	}
+	entries, _ := os.ReadDir(filepath.Dir(a.s.cfg.Path))
+	if len(entries) != 1 {
+		t.Fatalf("refused restores left files behind: %v", entries)
+	}
+	if res := a.apply(rec("scr", "consent_core", 2, "b")); res.GetCode() != 0 {
+		t.Fatalf("store unusable after refused restores: %v", res)
+	}
+}
+
+// TestRestoreWhileBusy runs queries, applies and snapshot writes while
+// restores swap the database; run it with -race.
+func TestRestoreWhileBusy(t *testing.T) {
+	src := newApplier(t)
+	patients := populate(t, src, 10)
+	snap := snapshotBytes(t, src.s)
+
+	a := newApplier(t)
+	populate(t, a, 3)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	errs := make(chan error, 8)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, _, err := a.s.GetConsents(patients[0]); err != nil {
+				errs <- err
+				return
+			}
+			if _, _, err := a.s.Digest(); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sn, err := a.s.Snapshot()
+			if err != nil {
+				errs <- err
+				return
+			}
+			_, err = sn.WriteTo(io.Discard)
+			sn.(io.Closer).Close()
+			if err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	for i := 0; i < 5; i++ {
+		if err := a.s.Restore(bytes.NewReader(snap)); err != nil {
+			t.Fatal(err)
+		}
+		if a.s.AppliedIndex() != src.index {
+			t.Fatalf("applied index %d after restore, want %d", a.s.AppliedIndex(), src.index)
+		}
+		// Raft applies only entries after the snapshot's index.
+		idx := src.index + 1
+		a.s.Apply([]uint64{idx}, [][]byte{encode(t, record(decision(patients[0], "scr", "dissent", 40, fmt.Sprintf("busy-%d", i))))})
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if c := state(t, a.s, patients[0], "scr"); c.State != "dissent" || c.DecisionID != "d-busy-4" {
+		t.Fatalf("after the last restore and apply: %+v", c)
 	}
 }

@@ -1,5 +1,17 @@
 package fsm
 
+// Database layout (bbolt), schema version 1. Every value is a protobuf
+// message marshalled with deterministic options.
+//
+//	meta          "applied_index"  → uint64 big-endian: raft index of the last applied entry
+//	              "schema_version" → uint64 big-endian: 1
+//	decisions     nhs(10 bytes) ‖ raft index(8 bytes BE) → DecisionRecord
+//	              (a prefix scan on the NHS number yields a patient's history in commit order)
+//	decision_ids  decision id → decisions key (18 bytes)
+//	current       nhs(10 bytes) ‖ kind name → CurrentRecord (absent: default state, version 0)
+//	requests      request id → RequestRecord (the idempotency table)
+//	nodes         node id → UpsertNode
+
 import (
 	"encoding/binary"
 	"errors"
@@ -9,31 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/bbolt"
+	bolt "go.etcd.io/bbolt"
 )
-
-// bbolt layout:
-//
-//	meta       "applied" → uint64 BE raft index; "schema" → 1
-//	decisions  nhs(10) ‖ index(8 BE) → DecisionRecord (history in commit order)
-//	ids        decision id → nhs ‖ index
-//	current    nhs(10) ‖ kind → CurrentRecord
-//	requests   request id → RequestRecord
-//	nodes      node id → UpsertNode
-var (
-	bucketMeta      = []byte("meta")
-	bucketDecisions = []byte("decisions")
-	bucketIDs       = []byte("ids")
-	bucketCurrent   = []byte("current")
-	bucketRequests  = []byte("requests")
-	bucketNodes     = []byte("nodes")
-	keyApplied      = []byte("applied")
-	keySchema       = []byte("schema")
-)
-
-func allBuckets() [][]byte {
-	return [][]byte{bucketMeta, bucketDecisions, bucketIDs, bucketCurrent, bucketRequests, bucketNodes}
-}
 
 // Config configures a Store.
 type Config struct {
@@ -41,37 +30,81 @@ type Config struct {
 	Path string
 	// Logger for debug-level detail; apply never logs at info.
 	Logger *slog.Logger
+	// InitialMmapSize is the size bbolt maps up front; 0 means
+	// DefaultInitialMmapSize. A long snapshot read only blocks a write that
+	// must grow the map beyond it.
+	InitialMmapSize int
+	// LockTimeout bounds the wait for the database file lock held by another
+	// process; 0 means DefaultLockTimeout.
+	LockTimeout time.Duration
 }
+
+const (
+	// DefaultInitialMmapSize is 1 GiB of address space (not of disk).
+	DefaultInitialMmapSize = 1 << 30
+	// DefaultLockTimeout is how long Open waits for another process to release the file.
+	DefaultLockTimeout = 10 * time.Second
+	// SchemaVersion is the layout version stored in the meta bucket.
+	SchemaVersion = 1
+)
 
 // Validate reports a missing or bad setting.
 func (c Config) Validate() error {
 	if c.Path == "" {
-		return errors.New("fsm: Path is required")
+		return errors.New("fsm: config: Path is required")
+	}
+	if c.InitialMmapSize < 0 {
+		return fmt.Errorf("fsm: config: InitialMmapSize %d is negative", c.InitialMmapSize)
+	}
+	if c.LockTimeout < 0 {
+		return fmt.Errorf("fsm: config: LockTimeout %s is negative", c.LockTimeout)
 	}
 	return nil
 }
 
-// Store is the register: one bbolt database.
-type Store struct {
-	cfg   Config
-	log   *slog.Logger
-	kinds map[string]Kind
-	order []string
-
-	// mu guards db against Restore swapping it; queries and Apply hold it
-	// shared.
-	mu      sync.RWMutex
-	db      *bbolt.DB
-	applied atomic.Uint64
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.InitialMmapSize == 0 {
+		c.InitialMmapSize = DefaultInitialMmapSize
+	}
+	if c.LockTimeout == 0 {
+		c.LockTimeout = DefaultLockTimeout
+	}
+	return c
 }
 
-func boltOptions() *bbolt.Options {
-	return &bbolt.Options{
-		Timeout:         time.Second,
-		NoFreelistSync:  true,
-		FreelistType:    bbolt.FreelistMapType,
-		InitialMmapSize: 1 << 30,
-	}
+var (
+	bucketMeta        = []byte("meta")
+	bucketDecisions   = []byte("decisions")
+	bucketDecisionIDs = []byte("decision_ids")
+	bucketCurrent     = []byte("current")
+	bucketRequests    = []byte("requests")
+	bucketNodes       = []byte("nodes")
+
+	keyAppliedIndex  = []byte("applied_index")
+	keySchemaVersion = []byte("schema_version")
+)
+
+// allBuckets returns the layout's buckets; a fresh slice so nothing can change the layout.
+func allBuckets() [][]byte {
+	return [][]byte{bucketMeta, bucketDecisions, bucketDecisionIDs, bucketCurrent, bucketRequests, bucketNodes}
+}
+
+var errClosed = errors.New("fsm: store is closed")
+
+// Store is the register: one bbolt database.
+type Store struct {
+	cfg Config
+	log *slog.Logger
+	reg *registry
+
+	// mu is held for reading by queries, Apply and Snapshot, and for writing
+	// by Restore and Close while they swap or close db.
+	mu      sync.RWMutex
+	db      *bolt.DB
+	applied atomic.Uint64
 }
 
 // Open opens or creates the register at cfg.Path.
@@ -79,60 +112,100 @@ func Open(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	s := &Store{cfg: cfg, log: cfg.Logger, kinds: map[string]Kind{}}
-	for _, k := range Kinds() {
-		s.kinds[k.Name] = k
-		s.order = append(s.order, k.Name)
-	}
-	if err := s.open(); err != nil {
+	cfg = cfg.withDefaults()
+	s := &Store{cfg: cfg, log: cfg.Logger, reg: newRegistry()}
+	db, applied, err := s.openDB(cfg.Path, true)
+	if err != nil {
 		return nil, err
 	}
+	s.db = db
+	s.applied.Store(applied)
+	s.log.Debug("fsm: opened register", "path", cfg.Path, "applied_index", applied)
 	return s, nil
 }
 
-func (s *Store) open() error {
-	db, err := bbolt.Open(s.cfg.Path, 0o600, boltOptions())
-	if err != nil {
-		return fmt.Errorf("fsm: open %s: %w", s.cfg.Path, err)
-	}
-	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range allBuckets() {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		m := tx.Bucket(bucketMeta)
-		if m.Get(keySchema) == nil {
-			return m.Put(keySchema, []byte{1})
-		}
-		return nil
+// openDB opens path, creating the layout when init is true and checking it
+// otherwise, and returns the applied index it records.
+func (s *Store) openDB(path string, init bool) (*bolt.DB, uint64, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         s.cfg.LockTimeout,
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: s.cfg.InitialMmapSize,
+		NoSync:          false,
 	})
 	if err != nil {
-		db.Close()
-		return fmt.Errorf("fsm: init %s: %w", s.cfg.Path, err)
+		return nil, 0, fmt.Errorf("fsm: open %s: %w", path, err)
 	}
 	var applied uint64
-	db.View(func(tx *bbolt.Tx) error {
-		applied = readApplied(tx)
-		return nil
-	})
-	s.db = db
-	s.applied.Store(applied)
+	check := func(tx *bolt.Tx) error {
+		var err error
+		applied, err = checkLayout(tx)
+		return err
+	}
+	if init {
+		err = db.Update(func(tx *bolt.Tx) error {
+			if err := createLayout(tx); err != nil {
+				return err
+			}
+			return check(tx)
+		})
+	} else {
+		err = db.View(check)
+	}
+	if err != nil {
+		db.Close()
+		return nil, 0, fmt.Errorf("fsm: open %s: %w", path, err)
+	}
+	return db, applied, nil
+}
+
+func createLayout(tx *bolt.Tx) error {
+	for _, name := range allBuckets() {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	if meta.Get(keySchemaVersion) == nil {
+		if err := meta.Put(keySchemaVersion, u64Bytes(SchemaVersion)); err != nil {
+			return err
+		}
+		if err := meta.Put(keyAppliedIndex, u64Bytes(0)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-func readApplied(tx *bbolt.Tx) uint64 {
-	v := tx.Bucket(bucketMeta).Get(keyApplied)
-	if len(v) != 8 {
-		return 0
+// checkLayout verifies that every bucket exists and the schema is one this
+// version reads, and returns the applied index.
+func checkLayout(tx *bolt.Tx) (uint64, error) {
+	for _, name := range allBuckets() {
+		if tx.Bucket(name) == nil {
+			return 0, fmt.Errorf("bucket %s missing: %w", name, ErrUnknownFormat)
+		}
 	}
-	return binary.BigEndian.Uint64(v)
+	meta := tx.Bucket(bucketMeta)
+	v := meta.Get(keySchemaVersion)
+	if len(v) != 8 {
+		return 0, fmt.Errorf("schema version missing: %w", ErrUnknownFormat)
+	}
+	if sv := binary.BigEndian.Uint64(v); sv != SchemaVersion {
+		return 0, fmt.Errorf("schema version %d, this build reads %d: %w", sv, SchemaVersion, ErrUnknownFormat)
+	}
+	return readApplied(meta)
 }
 
-// Close closes the database.
+func readApplied(meta *bolt.Bucket) (uint64, error) {
+	v := meta.Get(keyAppliedIndex)
+	if len(v) != 8 {
+		return 0, fmt.Errorf("applied index missing or malformed: %w", ErrUnknownFormat)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// Close closes the database. It waits for open snapshots to be closed.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -141,56 +214,38 @@ func (s *Store) Close() error {
 	}
 	err := s.db.Close()
 	s.db = nil
-	return err
+	if err != nil {
+		return fmt.Errorf("fsm: close: %w", err)
+	}
+	return nil
 }
 
 // AppliedIndex is the raft index of the last entry applied (0 for a new store).
 func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
 
-func (s *Store) view(fn func(tx *bbolt.Tx) error) error {
+// view runs fn in a read transaction and passes it the applied index that
+// transaction sees.
+func (s *Store) view(fn func(tx *bolt.Tx, revision uint64) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
-		return errors.New("fsm: store is closed")
+		return errClosed
 	}
-	return s.db.View(fn)
+	return s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return fmt.Errorf("fsm: bucket meta missing: %w", ErrUnknownFormat)
+		}
+		rev, err := readApplied(meta)
+		if err != nil {
+			return fmt.Errorf("fsm: %w", err)
+		}
+		return fn(tx, rev)
+	})
 }
 
-// Apply applies committed log entries in order in one bbolt transaction and
-// records the last index in that transaction. data[i] is nil for entries
-// that carry no command (they only advance the applied index). Entries at or
-// below AppliedIndex are skipped and get a nil result. results[i] is a
-// *commandv1.Result (as any, because raftnode declares this signature).
-func (s *Store) Apply(indexes []uint64, data [][]byte) []any {
-	out := make([]any, len(indexes))
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var last uint64
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		applied := readApplied(tx)
-		for i, idx := range indexes {
-			if idx <= applied {
-				continue
-			}
-			if data[i] != nil {
-				res, err := s.applyOne(tx, idx, data[i])
-				if err != nil {
-					return err
-				}
-				out[i] = res
-			}
-			applied = idx
-		}
-		last = applied
-		var b [8]byte
-		binary.BigEndian.PutUint64(b[:], applied)
-		return tx.Bucket(bucketMeta).Put(keyApplied, b[:])
-	})
-	if err != nil {
-		// Raft's FSM contract has no error: carrying on would let this
-		// node's register silently diverge from the others.
-		panic(fmt.Sprintf("fsm: cannot write the register: %v", err))
-	}
-	s.applied.Store(last)
-	return out
+func u64Bytes(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
 }

@@ -1,0 +1,213 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
+)
+
+func TestCheckConsentsAndPaging(t *testing.T) {
+	a := newApplier(t)
+	for i := 0; i < 5; i++ {
+		a.apply(record(decision(TestNHSNumber(i+10), "scr", "dissent", 1, "c"+TestNHSNumber(i+10))))
+	}
+	for i := 0; i < 7; i++ {
+		a.apply(record(decision(pt, "scr", []string{"dissent", "consent_core"}[i%2], i, "p"+string(rune('a'+i)))))
+	}
+	nums := []string{TestNHSNumber(10), TestNHSNumber(19), TestNHSNumber(14)}
+	rev, res, err := a.s.CheckConsents("scr", nums)
+	if err != nil || rev != a.index {
+		t.Fatalf("rev %d err %v", rev, err)
+	}
+	if res[0].State != "dissent" || res[1].State != "implied_core" || res[1].Version != 0 || res[2].NHSNumber != nums[2] {
+		t.Fatalf("results %+v", res)
+	}
+	var fe *FieldError
+	if _, _, err := a.s.CheckConsents("scr", []string{pt, "123"}); !errors.As(err, &fe) || fe.Field != "nhs_numbers[1]" {
+		t.Fatalf("bad number: %v", err)
+	}
+	var all []*commandv1.DecisionRecord
+	var after uint64
+	for {
+		_, page, next, err := a.s.ListDecisions(pt, "scr", after, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, page...)
+		if next == 0 {
+			break
+		}
+		after = next
+	}
+	if len(all) != 7 {
+		t.Fatalf("paged %d decisions, want 7", len(all))
+	}
+}
+
+func TestListDecisionsPaging(t *testing.T) {
+	a := newApplier(t)
+	var want []uint64
+	for i := 0; i < 10; i++ {
+		kind := []string{"scr", "gp_secondary_use"}[i%2]
+		a.apply(record(decision(pt, kind, "dissent", i, fmt.Sprintf("p%d", i))))
+		a.apply(record(decision(other, "scr", "dissent", i, fmt.Sprintf("o%d", i))))
+		if kind == "scr" {
+			want = append(want, a.index-1)
+		}
+	}
+	for _, limit := range []int{1, 2, 4, 5, 100} {
+		var got []uint64
+		var after uint64
+		for pages := 0; ; pages++ {
+			if pages > 10 {
+				t.Fatalf("limit %d: paging does not end", limit)
+			}
+			rev, page, next, err := a.s.ListDecisions(pt, "scr", after, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rev != a.index || len(page) > limit {
+				t.Fatalf("limit %d: revision %d, %d decisions", limit, rev, len(page))
+			}
+			for _, d := range page {
+				if d.GetDecision().GetNhsNumber() != pt || d.GetDecision().GetKind() != "scr" {
+					t.Fatalf("page holds %v", d.GetDecision())
+				}
+				got = append(got, d.GetRaftIndex())
+			}
+			if next == 0 {
+				break
+			}
+			if next != page[len(page)-1].GetRaftIndex() {
+				t.Fatalf("next %d is not the last index of the page", next)
+			}
+			after = next
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("limit %d: paged %v, want %v", limit, got, want)
+		}
+	}
+	if _, all, _, _ := a.s.ListDecisions(pt, "", 0, 0); len(all) != 10 {
+		t.Fatalf("all kinds with the default limit: %d", len(all))
+	}
+	if _, none, next, _ := a.s.ListDecisions(pt, "", ^uint64(0), 10); len(none) != 0 || next != 0 {
+		t.Fatalf("after the last index: %v %d", none, next)
+	}
+	if _, none, _, _ := a.s.ListDecisions(TestNHSNumber(77), "", 0, 10); len(none) != 0 {
+		t.Fatalf("unknown patient: %v", none)
+	}
+	var fe *FieldError
+	if _, _, _, err := a.s.ListDecisions(pt, "nope", 0, 10); !errors.As(err, &fe) || fe.Field != "kind" {
+		t.Fatalf("unknown kind: %v", err)
+	}
+	if _, _, _, err := a.s.ListDecisions("123", "", 0, 10); !errors.As(err, &fe) || fe.Field != "nhs_number" {
+		t.Fatalf("bad number: %v", err)
+	}
+}
+
+func TestGetConsentsRevisionAndEffectiveFrom(t *testing.T) {
+	a := newApplier(t)
+	a.apply(rec("gp_secondary_use", "dissent", 4, "a"))
+	a.s.Apply([]uint64{a.index + 1}, [][]byte{nil})
+	rev, cs, err := a.s.GetConsents(pt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev != a.index+1 {
+		t.Fatalf("revision %d, want the applied index %d", rev, a.index+1)
+	}
+	gp := cs[1]
+	if gp.Kind != "gp_secondary_use" || gp.State != "dissent" || gp.DecisionID != "d-a" || !gp.EffectiveFrom.Equal(base.AddDate(0, 0, 4)) {
+		t.Fatalf("gp_secondary_use %+v", gp)
+	}
+	if !cs[0].EffectiveFrom.IsZero() || cs[0].DecisionID != "" {
+		t.Fatalf("unrecorded scr %+v", cs[0])
+	}
+	var fe *FieldError
+	if _, _, err := a.s.GetConsents("999000001"); !errors.As(err, &fe) || fe.Field != "nhs_number" {
+		t.Fatalf("bad number: %v", err)
+	}
+}
+
+func TestCheckConsentsRefusesUnknownKind(t *testing.T) {
+	s := openTest(t)
+	var fe *FieldError
+	if _, _, err := s.CheckConsents("national_data_opt_out", []string{pt}); !errors.As(err, &fe) || fe.Field != "kind" {
+		t.Fatalf("unknown kind: %v", err)
+	}
+	if _, _, err := s.CheckConsents("", []string{pt}); !errors.As(err, &fe) || fe.Field != "kind" {
+		t.Fatalf("no kind: %v", err)
+	}
+}
+
+func TestResultError(t *testing.T) {
+	for _, tc := range []struct {
+		res      *commandv1.Result
+		sentinel error
+		field    string
+	}{
+		{&commandv1.Result{Code: commandv1.Result_CODE_INVALID_ARGUMENT, Field: "state", Message: "bad"}, ErrInvalidArgument, "state"},
+		{&commandv1.Result{Code: commandv1.Result_CODE_VERSION_MISMATCH, Field: "expected_version", Message: "expected version 1, current version is 2"}, ErrVersionMismatch, "expected_version"},
+		{&commandv1.Result{Code: commandv1.Result_CODE_REQUEST_CONFLICT, Field: "request_id"}, ErrRequestConflict, "request_id"},
+		{&commandv1.Result{Code: commandv1.Result_CODE_NOT_FOUND, Field: "decision_id", Message: "no such"}, ErrNotFound, "decision_id"},
+	} {
+		err := ResultError(tc.res)
+		if !errors.Is(err, tc.sentinel) {
+			t.Errorf("%s: %v is not %v", tc.res.GetCode(), err, tc.sentinel)
+		}
+		var fe *FieldError
+		if tc.field != "" && (!errors.As(err, &fe) || fe.Field != tc.field) {
+			t.Errorf("%s: %v does not name %s", tc.res.GetCode(), err, tc.field)
+		}
+		for _, s := range []error{ErrInvalidArgument, ErrVersionMismatch, ErrRequestConflict, ErrNotFound} {
+			if s != tc.sentinel && errors.Is(err, s) {
+				t.Errorf("%s: %v is also %v", tc.res.GetCode(), err, s)
+			}
+		}
+	}
+	if err := ResultError(&commandv1.Result{RaftIndex: 4}); err != nil {
+		t.Errorf("OK: %v", err)
+	}
+	if err := ResultError(nil); err == nil {
+		t.Error("no result is not a success")
+	}
+	if err := ResultError(&commandv1.Result{Code: 99}); err == nil {
+		t.Error("an unknown code is not a success")
+	}
+}
+
+func TestDigest(t *testing.T) {
+	a, b := newApplier(t), newApplier(t)
+	for _, env := range []func() *commandv1.Envelope{
+		func() *commandv1.Envelope { return rec("scr", "dissent", 1, "a") },
+		func() *commandv1.Envelope { return markEIE(pt, "d-a", "e") },
+	} {
+		a.apply(env())
+		b.apply(env())
+	}
+	if digest(t, a.s) != digest(t, b.s) {
+		t.Fatal("stores that applied the same entries differ")
+	}
+	a.s.Apply([]uint64{a.index + 1}, [][]byte{nil})
+	if digest(t, a.s) == digest(t, b.s) {
+		t.Fatal("the digest does not cover the applied index")
+	}
+	b.s.Apply([]uint64{b.index + 1}, [][]byte{nil})
+
+	// Same value under different keys must not digest the same.
+	raw := func(s *Store, key string) {
+		t.Helper()
+		if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketNodes).Put([]byte(key), []byte("v")) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw(a.s, "k1")
+	raw(b.s, "k2")
+	if digest(t, a.s) == digest(t, b.s) {
+		t.Fatal("the digest does not cover keys")
+	}
+}
