@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net"
 
 	"github.com/lmc-consent/consentd/fsm"
@@ -16,11 +17,11 @@ type clusterService struct {
 func (c *clusterService) GetStatus(ctx context.Context, _ *consentv1.GetStatusRequest) (*consentv1.GetStatusResponse, error) {
 	st, err := c.s.cl.Status(ctx)
 	if err != nil {
-		return nil, grpcError(c.s.log, err)
+		return nil, c.s.grpcError(err)
 	}
 	rev, digest, err := c.s.reg.Digest()
 	if err != nil {
-		return nil, grpcError(c.s.log, err)
+		return nil, c.s.grpcError(err)
 	}
 	st.Insecure, st.Version, st.StateDigest = c.s.cfg.Insecure, c.s.cfg.Version, digest
 	// The digest is taken at rev, which may be past the index raft reported
@@ -30,41 +31,46 @@ func (c *clusterService) GetStatus(ctx context.Context, _ *consentv1.GetStatusRe
 }
 
 func validHostPort(field, v string) error {
-	if _, _, err := net.SplitHostPort(v); err != nil || v == "" {
-		return &fsm.FieldError{Field: field, Msg: "must be host:port"}
+	host, port, err := net.SplitHostPort(v)
+	if err != nil || host == "" || port == "" {
+		return &fsm.FieldError{Field: field, Msg: fmt.Sprintf("%q must be host:port", v)}
 	}
 	return nil
 }
 
 func (c *clusterService) AddMember(ctx context.Context, req *consentv1.AddMemberRequest) (*consentv1.AddMemberResponse, error) {
 	if req.GetId() == "" {
-		return nil, grpcError(c.s.log, &fsm.FieldError{Field: "id", Msg: "is required"})
+		return nil, c.s.grpcError(&fsm.FieldError{Field: "id", Msg: "is required"})
 	}
-	for field, v := range map[string]string{"raft_addr": req.GetRaftAddr(), "grpc_addr": req.GetGrpcAddr(), "http_addr": req.GetHttpAddr()} {
-		if err := validHostPort(field, v); err != nil {
-			return nil, grpcError(c.s.log, err)
+	addrs := []struct{ field, v string }{{"raft_addr", req.GetRaftAddr()}, {"grpc_addr", req.GetGrpcAddr()}}
+	if req.GetHttpAddr() != "" {
+		addrs = append(addrs, struct{ field, v string }{"http_addr", req.GetHttpAddr()})
+	}
+	for _, a := range addrs {
+		if err := validHostPort(a.field, a.v); err != nil {
+			return nil, c.s.grpcError(err)
 		}
 	}
 	if err := c.s.cl.AddMember(ctx, req); err != nil {
-		return nil, grpcError(c.s.log, err)
+		return nil, c.s.grpcError(err)
 	}
 	st, err := c.s.cl.Status(ctx)
 	if err != nil {
-		return nil, grpcError(c.s.log, err)
+		return nil, c.s.grpcError(err)
 	}
 	return &consentv1.AddMemberResponse{Members: st.GetMembers()}, nil
 }
 
 func (c *clusterService) RemoveMember(ctx context.Context, req *consentv1.RemoveMemberRequest) (*consentv1.RemoveMemberResponse, error) {
 	if req.GetId() == "" {
-		return nil, grpcError(c.s.log, &fsm.FieldError{Field: "id", Msg: "is required"})
+		return nil, c.s.grpcError(&fsm.FieldError{Field: "id", Msg: "is required"})
 	}
 	if err := c.s.cl.RemoveMember(ctx, req.GetId()); err != nil {
-		return nil, grpcError(c.s.log, err)
+		return nil, c.s.grpcError(err)
 	}
 	st, err := c.s.cl.Status(ctx)
 	if err != nil {
-		return nil, grpcError(c.s.log, err)
+		return nil, c.s.grpcError(err)
 	}
 	return &consentv1.RemoveMemberResponse{Members: st.GetMembers()}, nil
 }

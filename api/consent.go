@@ -17,6 +17,9 @@ import (
 	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
 )
 
+// defaultPageSize is the ListDecisions page size when none is asked for.
+const defaultPageSize = 50
+
 type consentService struct {
 	consentv1.UnimplementedConsentServiceServer
 	s *Server
@@ -48,15 +51,20 @@ func visibleReason(ctx context.Context, rec *commandv1.DecisionRecord) string {
 	return rec.GetDecision().GetReason()
 }
 
+// requestIDHeader is the metadata key the gateway puts X-Request-ID under.
+const requestIDHeader = "x-request-id"
+
+func headerRequestID(ctx context.Context) string {
+	if v := metadata.ValueFromIncomingContext(ctx, requestIDHeader); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // requestID takes the idempotency key from the body or the X-Request-ID
 // header; both given and different is an error rather than a guess.
 func requestID(ctx context.Context, body string, now time.Time) (string, error) {
-	var header string
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get("x-request-id"); len(v) > 0 {
-			header = v[0]
-		}
-	}
+	header := headerRequestID(ctx)
 	switch {
 	case body != "" && header != "" && body != header:
 		return "", &fsm.FieldError{Field: "request_id", Msg: "differs from the X-Request-ID header"}
@@ -73,11 +81,11 @@ func (c *consentService) RecordDecision(ctx context.Context, req *consentv1.Reco
 	s := c.s
 	now := s.cfg.Now()
 	if err := fsm.ValidateNHSNumber(req.GetNhsNumber()); err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	rid, err := requestID(ctx, req.GetRequestId(), now)
 	if err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	cmd := &commandv1.RecordDecision{
 		DecisionId: newID(now), RequestId: rid, NhsNumber: req.GetNhsNumber(),
@@ -92,18 +100,22 @@ func (c *consentService) RecordDecision(ctx context.Context, req *consentv1.Reco
 	}
 	if req.GetEffectiveFrom() != nil {
 		if err := req.GetEffectiveFrom().CheckValid(); err != nil {
-			return nil, grpcError(s.log, &fsm.FieldError{Field: "effective_from", Msg: err.Error()})
+			return nil, s.grpcError(&fsm.FieldError{Field: "effective_from", Msg: err.Error()})
 		}
 		cmd.EffectiveFromMicros, cmd.EffectiveFromGiven = req.GetEffectiveFrom().AsTime().UnixMicro(), true
 	} else {
 		cmd.EffectiveFromMicros = cmd.RecordedAtMicros
 	}
 	if err := fsm.ValidateRecordDecision(cmd, now); err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
+	}
+	if cmd.GetEffectiveFromMicros() > now.Add(s.cfg.MaxClockSkew).UnixMicro() {
+		return nil, s.grpcError(&fsm.FieldError{Field: "effective_from",
+			Msg: fmt.Sprintf("is in the future (more than %v ahead of this node's clock)", s.cfg.MaxClockSkew)})
 	}
 	res, err := s.propose(ctx, &commandv1.Envelope{Body: &commandv1.Envelope_RecordDecision{RecordDecision: cmd}})
 	if err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	return &consentv1.RecordDecisionResponse{
 		Decision: toDecision(res.GetDecision(), res.GetDecision().GetDecision().GetReason()),
@@ -116,11 +128,11 @@ func (c *consentService) MarkEnteredInError(ctx context.Context, req *consentv1.
 	s := c.s
 	now := s.cfg.Now()
 	if err := fsm.ValidateNHSNumber(req.GetNhsNumber()); err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	rid, err := requestID(ctx, req.GetRequestId(), now)
 	if err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	cmd := &commandv1.MarkEnteredInError{
 		RequestId: rid, NhsNumber: req.GetNhsNumber(), DecisionId: req.GetDecisionId(), Reason: req.GetReason(),
@@ -128,11 +140,11 @@ func (c *consentService) MarkEnteredInError(ctx context.Context, req *consentv1.
 		AcceptedBy: s.cl.NodeID(),
 	}
 	if err := fsm.ValidateMarkEnteredInError(cmd); err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	res, err := s.propose(ctx, &commandv1.Envelope{Body: &commandv1.Envelope_MarkEnteredInError{MarkEnteredInError: cmd}})
 	if err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	rec := res.GetDecision()
 	return &consentv1.MarkEnteredInErrorResponse{
@@ -158,7 +170,9 @@ func (s *Server) propose(ctx context.Context, env *commandv1.Envelope) (*command
 }
 
 // read makes a read linearizable unless the caller asked for stale, and
-// says how it was served.
+// says how it was served. The response's revision is then the register's:
+// it may be below the read index, because raft never hands its no-op and
+// barrier entries (a new leader's first) to the register.
 func (s *Server) read(ctx context.Context, consistency string) (*consentv1.ReadInfo, error) {
 	info := &consentv1.ReadInfo{ServedBy: s.cl.NodeID()}
 	switch consistency {
@@ -180,15 +194,15 @@ func (s *Server) read(ctx context.Context, consistency string) (*consentv1.ReadI
 func (c *consentService) GetConsents(ctx context.Context, req *consentv1.GetConsentsRequest) (*consentv1.GetConsentsResponse, error) {
 	s := c.s
 	if err := fsm.ValidateNHSNumber(req.GetNhsNumber()); err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	info, err := s.read(ctx, req.GetConsistency())
 	if err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	rev, consents, err := s.reg.GetConsents(req.GetNhsNumber())
 	if err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	out := &consentv1.GetConsentsResponse{NhsNumber: req.GetNhsNumber(), Revision: rev, Read: info}
 	for _, k := range consents {
@@ -204,30 +218,38 @@ func (c *consentService) GetConsents(ctx context.Context, req *consentv1.GetCons
 func (c *consentService) ListDecisions(ctx context.Context, req *consentv1.ListDecisionsRequest) (*consentv1.ListDecisionsResponse, error) {
 	s := c.s
 	if err := fsm.ValidateNHSNumber(req.GetNhsNumber()); err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
+	if k := req.GetKind(); k != "" {
+		if _, ok := fsm.LookupKind(k); !ok {
+			return nil, s.grpcError(&fsm.FieldError{Field: "kind", Msg: fmt.Sprintf("unknown kind %q (see GET /v1/kinds)", k)})
+		}
+	}
+	// As AIP-158: 0 means the default, more than the maximum means the maximum.
 	size := int(req.GetPageSize())
 	switch {
+	case size < 0:
+		return nil, s.grpcError(&fsm.FieldError{Field: "page_size", Msg: "must not be negative"})
 	case size == 0:
-		size = 50
-	case size < 0 || size > s.cfg.MaxPageSize:
-		return nil, grpcError(s.log, &fsm.FieldError{Field: "page_size", Msg: fmt.Sprintf("must be 1..%d", s.cfg.MaxPageSize)})
+		size = min(defaultPageSize, s.cfg.MaxPageSize)
+	case size > s.cfg.MaxPageSize:
+		size = s.cfg.MaxPageSize
 	}
 	var after uint64
 	if t := req.GetPageToken(); t != "" {
 		b, err := base64.RawURLEncoding.DecodeString(t)
 		if err != nil || len(b) != 8 {
-			return nil, grpcError(s.log, &fsm.FieldError{Field: "page_token", Msg: "is not a token this API returned"})
+			return nil, s.grpcError(&fsm.FieldError{Field: "page_token", Msg: "is not a token this API returned"})
 		}
 		after = binary.BigEndian.Uint64(b)
 	}
 	info, err := s.read(ctx, req.GetConsistency())
 	if err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	rev, recs, next, err := s.reg.ListDecisions(req.GetNhsNumber(), req.GetKind(), after, size)
 	if err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	out := &consentv1.ListDecisionsResponse{Revision: rev, Read: info}
 	for _, r := range recs {
@@ -242,23 +264,23 @@ func (c *consentService) ListDecisions(ctx context.Context, req *consentv1.ListD
 func (c *consentService) CheckConsents(ctx context.Context, req *consentv1.CheckConsentsRequest) (*consentv1.CheckConsentsResponse, error) {
 	s := c.s
 	if _, ok := fsm.LookupKind(req.GetKind()); !ok {
-		return nil, grpcError(s.log, &fsm.FieldError{Field: "kind", Msg: fmt.Sprintf("unknown kind %q", req.GetKind())})
+		return nil, s.grpcError(&fsm.FieldError{Field: "kind", Msg: fmt.Sprintf("unknown kind %q", req.GetKind())})
 	}
 	if n := len(req.GetNhsNumbers()); n == 0 || n > s.cfg.MaxCheckBatch {
-		return nil, grpcError(s.log, &fsm.FieldError{Field: "nhs_numbers", Msg: fmt.Sprintf("must hold 1..%d numbers, got %d", s.cfg.MaxCheckBatch, n)})
+		return nil, s.grpcError(&fsm.FieldError{Field: "nhs_numbers", Msg: fmt.Sprintf("must hold 1..%d numbers, got %d", s.cfg.MaxCheckBatch, n)})
 	}
 	for i, n := range req.GetNhsNumbers() {
 		if err := fsm.ValidateNHSNumber(n); err != nil {
-			return nil, grpcError(s.log, &fsm.FieldError{Field: fmt.Sprintf("nhs_numbers[%d]", i), Msg: err.Error()})
+			return nil, s.grpcError(&fsm.FieldError{Field: fmt.Sprintf("nhs_numbers[%d]", i), Msg: err.Error()})
 		}
 	}
 	info, err := s.read(ctx, req.GetConsistency())
 	if err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	rev, results, err := s.reg.CheckConsents(req.GetKind(), req.GetNhsNumbers())
 	if err != nil {
-		return nil, grpcError(s.log, err)
+		return nil, s.grpcError(err)
 	}
 	out := &consentv1.CheckConsentsResponse{Revision: rev, Read: info, Results: make([]*consentv1.CheckResult, len(results))}
 	for i, r := range results {

@@ -2,37 +2,60 @@ package api
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lmc-consent/consentd/fsm"
 	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
 )
 
-func newTestLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
-// FuzzRecordDecisionJSON posts arbitrary bodies through the real gateway:
-// never a 5xx, and nothing reaches the cluster unless the request is valid.
-func FuzzRecordDecisionJSON(f *testing.F) {
-	f.Add([]byte(goodBody))
-	f.Add([]byte(`{"kind":"scr","state":"dissent","channel":"phone","effectiveFrom":"2026-01-01T00:00:00Z","expectedVersion":"1"}`))
-	f.Add([]byte(`{"decisionMaker":{"type":"proxy","proxyRole":"court_deputy"}}`))
-	f.Add([]byte(`[]`))
-	store, err := fsm.Open(fsm.Config{Path: filepath.Join(f.TempDir(), "r.db")})
+// appliedCommandValidates fails unless the last command the cluster was
+// given is one the register's own validation accepts.
+func appliedCommandValidates(t *testing.T, cl *fakeCluster) {
+	t.Helper()
+	env, err := fsm.DecodeCommand(cl.last())
 	if err != nil {
-		f.Fatal(err)
+		t.Fatalf("proposed an undecodable command: %v", err)
 	}
-	defer store.Close()
-	fake := &fakeCluster{store: store}
-	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, store, fake)
+	cmd := env.GetRecordDecision()
+	if err := fsm.ValidateRecordDecision(cmd, time.UnixMicro(cmd.GetRecordedAtMicros())); err != nil {
+		t.Fatalf("proposed a command that does not validate: %v", err)
+	}
+}
+
+// plausibleHeader is what net/http would let through as a header value.
+func plausibleHeader(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// FuzzRecordDecisionJSON posts arbitrary bodies (and X-Request-ID values)
+// through the real HTTP handler and gateway: never a 5xx, never a panic,
+// and nothing reaches the cluster unless the request decodes and validates.
+func FuzzRecordDecisionJSON(f *testing.F) {
+	f.Add([]byte(goodBody), "")
+	f.Add([]byte(`{"kind":"scr","state":"dissent","channel":"phone","effectiveFrom":"2026-01-01T00:00:00Z","expectedVersion":"1"}`), "h-1")
+	f.Add([]byte(`{"kind":"scr","state":"dissent","channel":"phone","decisionMaker":{"type":"proxy","proxyRole":"court_deputy"}}`), "")
+	f.Add([]byte(`{"kind":"scr","state":"dissent","channel":"phone","requestId":"a"}`), "b")
+	f.Add([]byte(`{"effectiveFrom":"9999-12-31T23:59:59Z"}`), "")
+	f.Add([]byte(`{"kind":"scr","kind":"gp_secondary_use"}`), "")
+	f.Add([]byte(`[]`), "")
+	f.Add([]byte(`null`), "")
+	reg := newFakeRegister()
+	cl := &fakeCluster{apply: reg.apply}
+	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, reg, cl)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -41,17 +64,32 @@ func FuzzRecordDecisionJSON(f *testing.F) {
 	}
 	defer srv.Shutdown(context.Background())
 	handler := srv.http.Handler
-	f.Fuzz(func(t *testing.T, body []byte) {
-		before := fake.applyCount()
-		req := httptest.NewRequest("POST", "/v1/patients/9990000018/decisions", strings.NewReader(string(body)))
+	f.Fuzz(func(t *testing.T, body []byte, requestID string) {
+		if !plausibleHeader(requestID) {
+			return
+		}
+		before, _, _ := cl.counts()
+		req := httptest.NewRequest("POST", recordPath(patient), strings.NewReader(string(body)))
+		req.Header.Set("Content-Type", "application/json")
+		if requestID != "" {
+			req.Header.Set("X-Request-ID", requestID)
+		}
 		rec := httptest.NewRecorder()
 		handler.ServeHTTP(rec, req)
 		if rec.Code >= 500 {
-			t.Fatalf("%d for %q: %s", rec.Code, body, rec.Body.String())
+			t.Fatalf("%d for %q (X-Request-ID %q): %s", rec.Code, body, requestID, rec.Body.String())
 		}
-		if rec.Code == http.StatusBadRequest && fake.applyCount() != before {
-			t.Fatalf("refused request %q still reached the cluster", body)
+		after, _, _ := cl.counts()
+		if after == before {
+			return
 		}
+		if rec.Code != http.StatusOK && rec.Code != http.StatusConflict {
+			t.Fatalf("%d for %q, yet it reached the cluster", rec.Code, body)
+		}
+		if protojson.Unmarshal(body, &consentv1.RecordDecisionRequest{}) != nil && len(strings.TrimSpace(string(body))) > 0 {
+			t.Fatalf("undecodable body %q reached the cluster", body)
+		}
+		appliedCommandValidates(t, cl)
 	})
 }
 
@@ -60,13 +98,10 @@ func FuzzRecordDecisionProto(f *testing.F) {
 	good, _ := proto.Marshal(&consentv1.RecordDecisionRequest{NhsNumber: patient, Kind: "scr", State: "dissent", Channel: "phone", RequestId: "p"})
 	f.Add(good)
 	f.Add([]byte{0x0a, 0x00})
-	store, err := fsm.Open(fsm.Config{Path: filepath.Join(f.TempDir(), "r.db")})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer store.Close()
-	fake := &fakeCluster{store: store}
-	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, store, fake)
+	f.Add([]byte{})
+	reg := newFakeRegister()
+	cl := &fakeCluster{apply: reg.apply}
+	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, reg, cl)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -76,13 +111,18 @@ func FuzzRecordDecisionProto(f *testing.F) {
 		if proto.Unmarshal(b, req) != nil {
 			return
 		}
-		before := fake.applyCount()
+		before, _, _ := cl.counts()
 		_, err := svc.RecordDecision(context.Background(), req)
-		if c := status.Code(err); c == codes.Internal || c == codes.Unknown {
+		if c := status.Code(err); c != codes.OK && c != codes.InvalidArgument && c != codes.Aborted {
 			t.Fatalf("%v for %v", err, req)
 		}
-		if err != nil && fake.applyCount() != before && status.Code(err) == codes.InvalidArgument {
-			t.Fatalf("invalid request reached the cluster: %v", req)
+		after, _, _ := cl.counts()
+		if after == before {
+			return
 		}
+		if status.Code(err) == codes.InvalidArgument {
+			t.Fatalf("refused request %v reached the cluster", req)
+		}
+		appliedCommandValidates(t, cl)
 	})
 }

@@ -3,12 +3,14 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,147 +25,215 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/lmc-consent/consentd/fsm"
-	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
 	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
 )
 
-// Register is the read side of the register; fsm.Store satisfies it.
-type Register interface {
-	GetConsents(nhs string) (uint64, []fsm.Consent, error)
-	CheckConsents(kind string, nhs []string) (uint64, []fsm.CheckResult, error)
-	ListDecisions(nhs, kind string, after uint64, limit int) (uint64, []*commandv1.DecisionRecord, uint64, error)
-	Digest() (uint64, string, error)
-	AppliedIndex() uint64
-}
-
-// Cluster routes writes and linearizable reads; cluster.Cluster satisfies it.
-type Cluster interface {
-	NodeID() string
-	Apply(ctx context.Context, cmd []byte) (*commandv1.Result, error)
-	LinearizableRead(ctx context.Context) (uint64, error)
-	StaleInfo() (knownCommit uint64, sinceLeaderContact time.Duration)
-	Status(ctx context.Context) (*consentv1.GetStatusResponse, error)
-	AddMember(ctx context.Context, req *consentv1.AddMemberRequest) error
-	RemoveMember(ctx context.Context, id string) error
-}
-
-// Config configures the API servers.
+// Config configures the API servers. New fills zero fields from
+// DefaultConfig, so callers set only what they mean to change.
 type Config struct {
+	// GRPCAddr and HTTPAddr are listen addresses (host:port; port 0 picks one).
 	GRPCAddr string
 	HTTPAddr string
 	// Insecure: no TLS. Reported in status and warned about at start.
-	Insecure          bool
-	MaxBodyBytes      int64         // default 64 KiB
-	MaxCheckBatch     int           // default 1000
-	MaxPageSize       int           // default 1000
-	DefaultTimeout    time.Duration // for requests without a deadline; default 10s
-	ReadyTimeout      time.Duration // default 1s
-	ReadHeaderTimeout time.Duration // default 5s
-	ReadTimeout       time.Duration // default 15s
-	WriteTimeout      time.Duration // default 30s
-	IdleTimeout       time.Duration // default 2m
-	MaxRecvMsgSize    int           // default 1 MiB
-	Version           string
-	Logger            *slog.Logger
-	// Metrics is this node's registry; never the global one.
+	Insecure bool
+	// MaxBodyBytes bounds a REST request body; larger is refused with 413.
+	MaxBodyBytes int64
+	// MaxCheckBatch bounds the numbers in one CheckConsents call.
+	MaxCheckBatch int
+	// MaxPageSize bounds ListDecisions pages (at most 1000); larger asks are
+	// served at this size.
+	MaxPageSize int
+	// MaxClockSkew is how far ahead of this node's clock effective_from may
+	// be. It may tighten fsm.MaxClockSkew, never loosen it: the register
+	// checks that bound again.
+	MaxClockSkew time.Duration
+	// DefaultTimeout applies to requests that carry no deadline.
+	DefaultTimeout time.Duration
+	// ReadyTimeout bounds the read barrier /readyz tries.
+	ReadyTimeout time.Duration
+	// HTTP server timeouts; all set so a slow client cannot hold a
+	// connection (slowloris).
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	// MaxRecvMsgSize bounds a gRPC request message.
+	MaxRecvMsgSize int
+	// Version is reported by GetStatus.
+	Version string
+	Logger  *slog.Logger
+	// Metrics is this node's registry, served at /metrics; never the
+	// global default one.
 	Metrics *prometheus.Registry
-	Now     func() time.Time
+	// Now stamps recorded_at and bounds effective_from.
+	Now func() time.Time
 }
 
-// WithDefaults fills zero fields.
-func (c Config) WithDefaults() Config {
-	if c.MaxBodyBytes == 0 {
-		c.MaxBodyBytes = 64 << 10
+// maxPageSizeLimit caps MaxPageSize: one page is read in one transaction.
+const maxPageSizeLimit = 1000
+
+// DefaultConfig is the configuration consentd runs with unless told otherwise.
+func DefaultConfig() Config {
+	return Config{
+		GRPCAddr:          "127.0.0.1:9081",
+		HTTPAddr:          "127.0.0.1:8081",
+		MaxBodyBytes:      64 << 10,
+		MaxCheckBatch:     1000,
+		MaxPageSize:       100,
+		MaxClockSkew:      fsm.MaxClockSkew,
+		DefaultTimeout:    10 * time.Second,
+		ReadyTimeout:      time.Second,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxRecvMsgSize:    1 << 20,
+		Logger:            slog.New(slog.DiscardHandler),
+		Metrics:           prometheus.NewRegistry(),
+		Now:               time.Now,
 	}
-	if c.MaxCheckBatch == 0 {
-		c.MaxCheckBatch = 1000
-	}
-	if c.MaxPageSize == 0 {
-		c.MaxPageSize = 1000
-	}
-	if c.DefaultTimeout == 0 {
-		c.DefaultTimeout = 10 * time.Second
-	}
-	if c.ReadyTimeout == 0 {
-		c.ReadyTimeout = time.Second
-	}
-	if c.ReadHeaderTimeout == 0 {
-		c.ReadHeaderTimeout = 5 * time.Second
-	}
-	if c.ReadTimeout == 0 {
-		c.ReadTimeout = 15 * time.Second
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = 30 * time.Second
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = 2 * time.Minute
-	}
-	if c.MaxRecvMsgSize == 0 {
-		c.MaxRecvMsgSize = 1 << 20
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.Metrics == nil {
-		c.Metrics = prometheus.NewRegistry()
-	}
+}
+
+// withDefaults fills zero fields (addresses excepted) from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	orDefault(&c.MaxBodyBytes, d.MaxBodyBytes)
+	orDefault(&c.MaxCheckBatch, d.MaxCheckBatch)
+	orDefault(&c.MaxPageSize, d.MaxPageSize)
+	orDefault(&c.MaxClockSkew, d.MaxClockSkew)
+	orDefault(&c.DefaultTimeout, d.DefaultTimeout)
+	orDefault(&c.ReadyTimeout, d.ReadyTimeout)
+	orDefault(&c.ReadHeaderTimeout, d.ReadHeaderTimeout)
+	orDefault(&c.ReadTimeout, d.ReadTimeout)
+	orDefault(&c.WriteTimeout, d.WriteTimeout)
+	orDefault(&c.IdleTimeout, d.IdleTimeout)
+	orDefault(&c.MaxRecvMsgSize, d.MaxRecvMsgSize)
+	orDefault(&c.Logger, d.Logger)
+	orDefault(&c.Metrics, d.Metrics)
 	if c.Now == nil {
-		c.Now = time.Now
+		c.Now = d.Now
 	}
 	return c
 }
 
-// Validate reports a missing or bad setting.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Validate reports every missing or bad setting.
 func (c Config) Validate() error {
 	var errs []error
-	for name, a := range map[string]string{"GRPCAddr": c.GRPCAddr, "HTTPAddr": c.HTTPAddr} {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			errs = append(errs, fmt.Errorf("api: %s %q: %w", name, a, err))
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("api: "+format, args...)) }
+	for _, a := range []struct{ name, addr string }{{"GRPCAddr", c.GRPCAddr}, {"HTTPAddr", c.HTTPAddr}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			bad("%s %q: %v", a.name, a.addr, err)
 		}
 	}
-	if c.MaxCheckBatch < 1 || c.MaxPageSize < 1 || c.MaxBodyBytes < 1024 {
-		errs = append(errs, errors.New("api: limits must be positive (MaxBodyBytes at least 1 KiB)"))
+	if c.MaxBodyBytes < 1<<10 {
+		bad("MaxBodyBytes %d: must be at least 1 KiB", c.MaxBodyBytes)
+	}
+	if c.MaxCheckBatch < 1 {
+		bad("MaxCheckBatch %d: must be positive", c.MaxCheckBatch)
+	}
+	if c.MaxPageSize < 1 || c.MaxPageSize > maxPageSizeLimit {
+		bad("MaxPageSize %d: must be 1..%d", c.MaxPageSize, maxPageSizeLimit)
+	}
+	if c.MaxClockSkew <= 0 || c.MaxClockSkew > fsm.MaxClockSkew {
+		bad("MaxClockSkew %v: must be positive and at most %v (the register's bound)", c.MaxClockSkew, fsm.MaxClockSkew)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"DefaultTimeout", c.DefaultTimeout}, {"ReadyTimeout", c.ReadyTimeout}, {"ReadHeaderTimeout", c.ReadHeaderTimeout},
+		{"ReadTimeout", c.ReadTimeout}, {"WriteTimeout", c.WriteTimeout}, {"IdleTimeout", c.IdleTimeout}} {
+		if d.v <= 0 {
+			bad("%s %v: must be positive", d.name, d.v)
+		}
+	}
+	if c.MaxRecvMsgSize < 1<<10 {
+		bad("MaxRecvMsgSize %d: must be at least 1 KiB", c.MaxRecvMsgSize)
+	}
+	if c.Logger == nil {
+		bad("Logger is required")
+	}
+	if c.Metrics == nil {
+		bad("Metrics registry is required")
+	}
+	if c.Now == nil {
+		bad("Now is required")
 	}
 	return errors.Join(errs...)
 }
 
 // Server serves the public gRPC API and the REST gateway in front of it.
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	reg  Register
-	cl   Cluster
-	grpc *grpc.Server
-	http *http.Server
+	cfg     Config
+	log     *slog.Logger
+	reg     Register
+	cl      Cluster
+	metrics *serverMetrics
+	grpc    *grpc.Server
 	// internal is the in-process listener the gateway dials, so REST
 	// requests pass through the same interceptors as gRPC ones.
 	internal *pipeListener
 	gwConn   *grpc.ClientConn
+	http     *http.Server
 	grpcLn   net.Listener
 	httpLn   net.Listener
-	metrics  *serverMetrics
 	wg       sync.WaitGroup
 }
 
-// New builds the servers; Start binds and serves them.
+// New builds the servers without binding anything; Start binds and serves.
 func New(cfg Config, reg Register, cl Cluster) (*Server, error) {
-	cfg = cfg.WithDefaults()
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if reg == nil || cl == nil {
+		return nil, errors.New("api: a Register and a Cluster are required")
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: reg, cl: cl, internal: newPipeListener()}
-	s.metrics = newServerMetrics(cfg.Metrics)
+	var err error
+	if s.metrics, err = newServerMetrics(cfg.Metrics); err != nil {
+		return nil, err
+	}
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.ConnectionTimeout(10*time.Second),
-		grpc.ChainUnaryInterceptor(s.recoverPanics, s.observe, s.defaultTimeout),
+		grpc.ChainUnaryInterceptor(s.unaryInterceptors()...),
 	)
 	consentv1.RegisterConsentServiceServer(s.grpc, &consentService{s: s})
 	consentv1.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})
 	reflection.Register(s.grpc)
+
+	// The gateway is a gRPC client of this very server, never a direct
+	// caller of the handlers (Register*HandlerServer would skip interceptors).
+	s.gwConn, err = grpc.NewClient("passthrough:///internal-gateway",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.internal.dial(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("api: gateway connection: %w", err)
+	}
+	gw, err := s.gatewayMux()
+	if err != nil {
+		s.gwConn.Close()
+		return nil, err
+	}
+	s.http = &http.Server{
+		Handler:           s.httpHandler(gw),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 	return s, nil
 }
 
@@ -172,63 +242,51 @@ func (s *Server) GRPCServer() *grpc.Server { return s.grpc }
 
 // Start binds both listeners and serves in the background.
 func (s *Server) Start() error {
-	var err error
-	if s.grpcLn, err = net.Listen("tcp", s.cfg.GRPCAddr); err != nil {
+	grpcLn, err := net.Listen("tcp", s.cfg.GRPCAddr)
+	if err != nil {
 		return fmt.Errorf("api: grpc listen: %w", err)
 	}
-	if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
-		s.grpcLn.Close()
+	httpLn, err := net.Listen("tcp", s.cfg.HTTPAddr)
+	if err != nil {
+		grpcLn.Close()
 		return fmt.Errorf("api: http listen: %w", err)
 	}
-	s.gwConn, err = grpc.NewClient("passthrough:///internal",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.internal.dial(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("api: gateway connection: %w", err)
-	}
-	mux, err := s.gatewayMux()
-	if err != nil {
-		return err
-	}
-	s.http = &http.Server{
-		Handler:           s.httpHandler(mux),
-		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
-		ReadTimeout:       s.cfg.ReadTimeout,
-		WriteTimeout:      s.cfg.WriteTimeout,
-		IdleTimeout:       s.cfg.IdleTimeout,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	s.grpcLn, s.httpLn = grpcLn, httpLn
 	if s.cfg.Insecure {
-		s.log.Warn("API served without TLS", "grpc", s.grpcLn.Addr().String(), "http", s.httpLn.Addr().String())
+		s.log.Warn("API served without TLS (insecure)", "grpc", grpcLn.Addr().String(), "http", httpLn.Addr().String())
 	}
 	s.wg.Add(3)
-	go func() { defer s.wg.Done(); s.grpc.Serve(s.grpcLn) }()
-	go func() { defer s.wg.Done(); s.grpc.Serve(s.internal) }()
 	go func() {
 		defer s.wg.Done()
-		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.grpc.Serve(grpcLn); err != nil {
+			s.log.Error("grpc server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpc.Serve(s.internal); err != nil {
+			s.log.Error("gateway's grpc server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server stopped", "err", err)
 		}
 	}()
 	return nil
 }
 
-// GRPCAddr is the bound gRPC address.
+// GRPCAddr is the bound gRPC address (valid after Start).
 func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
 
-// HTTPAddr is the bound REST address.
+// HTTPAddr is the bound REST address (valid after Start).
 func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
 
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
-// then stops hard.
+// then stops hard. REST goes first: its requests are gRPC calls in flight.
 func (s *Server) Shutdown(ctx context.Context) error {
-	var err error
-	if s.http != nil {
-		if herr := s.http.Shutdown(ctx); herr != nil && !errors.Is(herr, context.Canceled) {
-			err = herr
-		}
-	}
+	err := s.http.Shutdown(ctx)
 	done := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(done) }()
 	select {
@@ -236,32 +294,33 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.grpc.Stop()
 		<-done
+		if err == nil {
+			err = ctx.Err()
+		}
 	}
-	if s.gwConn != nil {
-		s.gwConn.Close()
-	}
+	s.gwConn.Close()
 	s.internal.Close()
-	if s.http != nil {
-		s.http.Close()
-	}
+	s.http.Close()
 	s.wg.Wait()
 	return err
 }
 
 func (s *Server) gatewayMux() (*runtime.ServeMux, error) {
-	marshaler := &runtime.JSONPb{
-		MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
+	marshaler := strictJSON{&runtime.JSONPb{
+		MarshalOptions: protojson.MarshalOptions{UseProtoNames: false, EmitUnpopulated: true},
+		// An unknown field is refused, not dropped: a misspelt
+		// expectedVersion must not turn into an unconditional write.
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-	}
+	}}
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
 		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
 			if strings.EqualFold(h, "X-Request-ID") {
-				return "x-request-id", true
+				return requestIDHeader, true
 			}
 			return runtime.DefaultHeaderMatcher(h)
 		}),
-		runtime.WithErrorHandler(s.gatewayError),
+		runtime.WithErrorHandler(gatewayError),
 	)
 	ctx := context.Background()
 	if err := consentv1.RegisterConsentServiceHandler(ctx, mux, s.gwConn); err != nil {
@@ -273,24 +332,62 @@ func (s *Server) gatewayMux() (*runtime.ServeMux, error) {
 	return mux, nil
 }
 
-// gatewayError reports JSON decoding problems as 400 naming the problem,
-// then defers to the default handler for everything else.
-func (s *Server) gatewayError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-	if _, ok := status.FromError(err); !ok {
-		err = status.Error(codes.InvalidArgument, err.Error())
+// strictJSON decodes a request body as exactly one JSON message: JSONPb's
+// streaming decoder would silently ignore whatever follows the first value.
+type strictJSON struct{ *runtime.JSONPb }
+
+func (m strictJSON) NewDecoder(r io.Reader) runtime.Decoder {
+	return runtime.DecoderFunc(func(v any) error {
+		b, err := io.ReadAll(r) // already bounded by limitBody
+		if err != nil {
+			return err
+		}
+		if len(bytes.TrimSpace(b)) == 0 {
+			return io.EOF // the gateway's "no body"
+		}
+		msg, ok := v.(proto.Message)
+		if !ok {
+			return m.Unmarshal(b, v)
+		}
+		return m.UnmarshalOptions.Unmarshal(b, msg)
+	})
+}
+
+// JSON decoding errors name the field only in their text; these pull it out.
+var jsonFieldErrors = []*regexp.Regexp{
+	regexp.MustCompile(`unknown field "([^"]*)"`),
+	regexp.MustCompile(`duplicate field "([^"]*)"`),
+	regexp.MustCompile(`invalid value for \S+ field (\S+):`),
+}
+
+// gatewayError makes the gateway's own errors (decoding, routing) safe to
+// marshal and names the field at fault, then writes the default
+// {code, message, details} body.
+func gatewayError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	if st, ok := status.FromError(err); ok && len(st.Details()) == 0 {
+		st = status.New(st.Code(), validUTF8(st.Message()))
+		if st.Code() == codes.InvalidArgument {
+			for _, re := range jsonFieldErrors {
+				if sub := re.FindStringSubmatch(st.Message()); sub != nil {
+					st = withViolation(st, sub[1], st.Message())
+					break
+				}
+			}
+		}
+		err = st.Err()
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }
 
 func (s *Server) httpHandler(gw http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", s.limitBody(gw))
+	mux.Handle("/v1/", s.limitBody(checkRequestIDHeader(gw)))
 	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(consentv1.OpenAPI)
 	})
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, `{"status":"ok"}`)
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))
@@ -303,44 +400,83 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	idx, err := s.cl.LinearizableRead(ctx)
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, fmt.Sprintf(`{"status":"unavailable","reason":%s}`, strconv.Quote(err.Error())))
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "reason": err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, fmt.Sprintf(`{"status":"ready","readIndex":"%d"}`, idx))
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "readIndex": strconv.FormatUint(idx, 10)})
 }
 
-func writeJSON(w http.ResponseWriter, code int, body string) {
+func writeJSON(w http.ResponseWriter, code int, body any) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"code":13,"message":"internal error","details":[]}`)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	io.WriteString(w, body)
+	w.Write(b)
 }
 
-// limitBody reads the whole body up front so an oversized one is refused
-// with 413 before anything reaches a handler.
-func (s *Server) limitBody(next http.Handler) http.Handler {
+// writeStatus answers from the HTTP layer in the gateway's error shape.
+func writeStatus(w http.ResponseWriter, httpCode int, st *status.Status) {
+	b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(st.Proto())
+	if err != nil {
+		httpCode, b = http.StatusInternalServerError, []byte(`{"code":13,"message":"internal error","details":[]}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpCode)
+	w.Write(b)
+}
+
+// checkRequestIDHeader refuses an X-Request-ID that cannot become gRPC
+// metadata: the gateway would drop it and the node would generate a new
+// id, so a client's retry would record the decision twice.
+func checkRequestIDHeader(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && r.Body != http.NoBody {
-			max := s.cfg.MaxBodyBytes
-			if r.ContentLength > max {
-				tooLarge(w, max)
-				return
-			}
-			b, err := io.ReadAll(io.LimitReader(r.Body, max+1))
-			if err != nil {
-				writeJSON(w, http.StatusBadRequest, `{"code":3,"message":"could not read request body","details":[]}`)
-				return
-			}
-			if int64(len(b)) > max {
-				tooLarge(w, max)
-				return
-			}
-			r.Body = io.NopCloser(bytes.NewReader(b))
+		vals := r.Header.Values("X-Request-ID")
+		bad := ""
+		switch {
+		case len(vals) > 1:
+			bad = "X-Request-ID is given more than once"
+		case len(vals) == 1 && strings.IndexFunc(vals[0], func(c rune) bool { return c < 0x20 || c > 0x7e }) >= 0:
+			bad = "X-Request-ID must be printable ASCII"
+		}
+		if bad != "" {
+			writeStatus(w, http.StatusBadRequest, withViolation(status.New(codes.InvalidArgument, "request_id: "+bad), "request_id", bad))
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
+// limitBody reads the whole body up front so an oversized one is refused
+// with 413 before anything reaches the gateway.
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
+		max := s.cfg.MaxBodyBytes
+		if r.ContentLength > max {
+			tooLarge(w, max)
+			return
+		}
+		b, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+		if err != nil {
+			writeStatus(w, http.StatusBadRequest, status.New(codes.InvalidArgument, "could not read the request body"))
+			return
+		}
+		if int64(len(b)) > max {
+			tooLarge(w, max)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		r.ContentLength = int64(len(b))
+		next.ServeHTTP(w, r)
+	})
+}
+
 func tooLarge(w http.ResponseWriter, max int64) {
-	writeJSON(w, http.StatusRequestEntityTooLarge,
-		fmt.Sprintf(`{"code":8,"message":"request body exceeds %d bytes","details":[]}`, max))
+	w.Header().Set("Connection", "close")
+	writeStatus(w, http.StatusRequestEntityTooLarge, status.Newf(codes.ResourceExhausted, "request body exceeds %d bytes", max))
 }
