@@ -129,7 +129,7 @@ func call(ctx context.Context, c consentv1.ConsentServiceClient, cl consentv1.Cl
 		if err := fs.Parse(args[1:]); err != nil {
 			return nil, fmt.Errorf("%w: %v", errUsage, err)
 		}
-		return c.ListDecisions(ctx, &consentv1.ListDecisionsRequest{NhsNumber: args[0], Kind: *kind, PageSize: 1000})
+		return allDecisions(ctx, c, &consentv1.ListDecisionsRequest{NhsNumber: args[0], Kind: *kind})
 	case "record":
 		if err := need(3); err != nil {
 			return nil, err
@@ -167,5 +167,24 @@ func call(ctx context.Context, c consentv1.ConsentServiceClient, cl consentv1.Cl
 	default:
 		return nil, fmt.Errorf("%w: unknown command %q (one of: %s)", errUsage, cmd,
 			strings.Join([]string{"status", "kinds", "get", "history", "record", "check", "add-member", "remove-member"}, ", "))
+	}
+}
+
+// allDecisions follows page tokens so that "history" shows every decision,
+// whatever page size the node allows. Revision and read info are the last
+// page's: the answer is at least that fresh.
+func allDecisions(ctx context.Context, c consentv1.ConsentServiceClient, req *consentv1.ListDecisionsRequest) (*consentv1.ListDecisionsResponse, error) {
+	var all []*consentv1.Decision
+	for {
+		resp, err := c.ListDecisions(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, resp.GetDecisions()...)
+		if resp.GetNextPageToken() == "" {
+			resp.Decisions = all
+			return resp, nil
+		}
+		req.PageToken = resp.GetNextPageToken()
 	}
 }

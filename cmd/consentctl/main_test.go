@@ -4,24 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lmc-consent/consentd/internal/testnet"
 	"github.com/lmc-consent/consentd/node"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t *testing.T) string { return testnet.FreeAddr(t) }
 
 // TestAgainstOneNode drives the CLI against a real one-node cluster.
 func TestAgainstOneNode(t *testing.T) {
@@ -70,5 +63,33 @@ func TestAgainstOneNode(t *testing.T) {
 	}
 	if code, out, _ := ctl("status"); code != 0 || !strings.Contains(out, "leader") {
 		t.Fatalf("status: %d %s", code, out)
+	}
+
+	// More decisions than the node's largest page: history must follow the
+	// page tokens and show all of them, oldest first, each once.
+	const total = 130
+	for i := 2; i <= total; i++ {
+		state := []string{"consent_core_additional", "dissent"}[i%2]
+		if code, _, errOut := ctl("record", "9990000018", "scr", state, "--request-id", fmt.Sprintf("ctl-%d", i)); code != 0 {
+			t.Fatalf("record %d: %s", i, errOut)
+		}
+	}
+	code, out, errOut = ctl("history", "9990000018")
+	if code != 0 {
+		t.Fatalf("history: %d %s", code, errOut)
+	}
+	var hist struct {
+		Decisions []struct{ Version string } `json:"decisions"`
+	}
+	if err := json.Unmarshal([]byte(out), &hist); err != nil {
+		t.Fatal(err)
+	}
+	if len(hist.Decisions) != total {
+		t.Fatalf("history shows %d decisions, want %d", len(hist.Decisions), total)
+	}
+	for i, d := range hist.Decisions {
+		if d.Version != fmt.Sprint(i+1) {
+			t.Fatalf("decision %d has version %s, want %d", i, d.Version, i+1)
+		}
 	}
 }
