@@ -36,21 +36,6 @@ func newID(now time.Time) string {
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// callerActor is who is calling. Until caller identity exists (issue 4)
-// every caller is unauthenticated; recorded_by never comes from the body.
-func callerActor(ctx context.Context) *commandv1.Actor {
-	return &commandv1.Actor{Role: "unauthenticated"}
-}
-
-// visibleReason hides restricted reasons: until roles exist nobody reading
-// history may see them.
-func visibleReason(ctx context.Context, rec *commandv1.DecisionRecord) string {
-	if rec.GetDecision().GetRestricted() {
-		return ""
-	}
-	return rec.GetDecision().GetReason()
-}
-
 // requestIDHeader is the metadata key the gateway puts X-Request-ID under.
 const requestIDHeader = "x-request-id"
 

@@ -116,15 +116,6 @@ func (s *Server) recoverPanics(ctx context.Context, req any, info *grpc.UnarySer
 	return handler(ctx, req)
 }
 
-// authorise is where caller identity and authorisation go (issue 4): a
-// client certificate on TCP, or for calls arriving over the in-process
-// gateway listener (via(ctx) == "rest") the identity the gateway vouches
-// for; then a role check per method, and callerActor reads the result.
-// Until then every caller is let through as unauthenticated.
-func (s *Server) authorise(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	return handler(ctx, req)
-}
-
 // pipeListener is an in-process listener: the gateway's connections to the
 // gRPC server never touch the network.
 type pipeListener struct {

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
@@ -28,6 +30,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lmc-consent/consentd/fsm"
+	"github.com/lmc-consent/consentd/pki"
 	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
 )
 
@@ -37,7 +40,13 @@ type Config struct {
 	// GRPCAddr and HTTPAddr are listen addresses (host:port; port 0 picks one).
 	GRPCAddr string
 	HTTPAddr string
-	// Insecure: no TLS. Reported in status and warned about at start.
+	// TLS puts both listeners on TLS and makes every API call name its
+	// caller by client certificate (REST: /livez, /readyz and the OpenAPI
+	// document excepted). Without it the API is plain TCP and every caller
+	// anonymous; node.Config insists that is asked for (Insecure).
+	TLS *pki.Source
+	// Insecure: no TLS, every caller anonymous and allowed. Reported in
+	// status and warned about at start.
 	Insecure bool
 	// MaxBodyBytes bounds a REST request body; larger is refused with 413.
 	MaxBodyBytes int64
@@ -159,6 +168,9 @@ func (c Config) Validate() error {
 	if c.MaxRecvMsgSize < 1<<10 {
 		bad("MaxRecvMsgSize %d: must be at least 1 KiB", c.MaxRecvMsgSize)
 	}
+	if c.TLS != nil && c.Insecure {
+		bad("TLS and Insecure are exclusive")
+	}
 	if c.Logger == nil {
 		bad("Logger is required")
 	}
@@ -179,8 +191,10 @@ type Server struct {
 	cl      Cluster
 	metrics *serverMetrics
 	grpc    *grpc.Server
-	// internal is the in-process listener the gateway dials, so REST
-	// requests pass through the same interceptors as gRPC ones.
+	// gwGRPC serves the same services, with the same interceptors, on
+	// internal: the in-process listener the gateway dials. It is separate
+	// from grpc only because that one speaks TLS and this one need not.
+	gwGRPC   *grpc.Server
 	internal *pipeListener
 	gwConn   *grpc.ClientConn
 	http     *http.Server
@@ -203,14 +217,24 @@ func New(cfg Config, reg Register, cl Cluster) (*Server, error) {
 	if s.metrics, err = newServerMetrics(cfg.Metrics); err != nil {
 		return nil, err
 	}
-	s.grpc = grpc.NewServer(
-		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
-		grpc.ConnectionTimeout(10*time.Second),
-		grpc.ChainUnaryInterceptor(s.unaryInterceptors()...),
-	)
-	consentv1.RegisterConsentServiceServer(s.grpc, &consentService{s: s})
-	consentv1.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})
-	reflection.Register(s.grpc)
+	newServer := func(extra ...grpc.ServerOption) *grpc.Server {
+		g := grpc.NewServer(append([]grpc.ServerOption{
+			grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+			grpc.ConnectionTimeout(10 * time.Second),
+			grpc.ChainUnaryInterceptor(s.unaryInterceptors()...),
+			grpc.ChainStreamInterceptor(s.authoriseStream),
+		}, extra...)...)
+		consentv1.RegisterConsentServiceServer(g, &consentService{s: s})
+		consentv1.RegisterClusterServiceServer(g, &clusterService{s: s})
+		reflection.Register(g)
+		return g
+	}
+	if cfg.TLS != nil {
+		s.grpc = newServer(grpc.Creds(credentials.NewTLS(cfg.TLS.ServerConfig(true, nil))))
+	} else {
+		s.grpc = newServer()
+	}
+	s.gwGRPC = newServer()
 
 	// The gateway is a gRPC client of this very server, never a direct
 	// caller of the handlers (Register*HandlerServer would skip interceptors).
@@ -251,6 +275,13 @@ func (s *Server) Start() error {
 		grpcLn.Close()
 		return fmt.Errorf("api: http listen: %w", err)
 	}
+	if s.cfg.TLS != nil {
+		// A certificate is optional at the handshake so that probes reach
+		// /livez and /readyz; every API call still needs one.
+		cfg := s.cfg.TLS.ServerConfig(false, nil)
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+		httpLn = tls.NewListener(httpLn, cfg)
+	}
 	s.grpcLn, s.httpLn = grpcLn, httpLn
 	if s.cfg.Insecure {
 		s.log.Warn("API served without TLS (insecure)", "grpc", grpcLn.Addr().String(), "http", httpLn.Addr().String())
@@ -264,7 +295,7 @@ func (s *Server) Start() error {
 	}()
 	go func() {
 		defer s.wg.Done()
-		if err := s.grpc.Serve(s.internal); err != nil {
+		if err := s.gwGRPC.Serve(s.internal); err != nil {
 			s.log.Error("gateway's grpc server stopped", "err", err)
 		}
 	}()
@@ -288,11 +319,12 @@ func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
 	done := make(chan struct{})
-	go func() { s.grpc.GracefulStop(); close(done) }()
+	go func() { s.grpc.GracefulStop(); s.gwGRPC.GracefulStop(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		s.grpc.Stop()
+		s.gwGRPC.Stop()
 		<-done
 		if err == nil {
 			err = ctx.Err()
@@ -318,8 +350,14 @@ func (s *Server) gatewayMux() (*runtime.ServeMux, error) {
 			if strings.EqualFold(h, "X-Request-ID") {
 				return requestIDHeader, true
 			}
-			return runtime.DefaultHeaderMatcher(h)
+			key, ok := runtime.DefaultHeaderMatcher(h)
+			// Identity is the node's to state, never a REST client's.
+			if ok && strings.HasPrefix(strings.ToLower(key), reservedPrefix) {
+				return "", false
+			}
+			return key, ok
 		}),
+		runtime.WithMetadata(s.gatewayIdentity),
 		runtime.WithErrorHandler(gatewayError),
 	)
 	ctx := context.Background()
@@ -390,7 +428,14 @@ func (s *Server) httpHandler(gw http.Handler) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))
+	metrics := promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.TLS != nil && !s.hasIdentity(r.TLS) {
+			writeStatus(w, http.StatusUnauthorized, status.New(codes.Unauthenticated, "a client certificate is required"))
+			return
+		}
+		metrics.ServeHTTP(w, r)
+	})
 	return mux
 }
 

@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"github.com/lmc-consent/consentd/internal/testnet"
@@ -18,6 +20,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -28,6 +31,7 @@ import (
 type proc struct {
 	id, dataDir              string
 	raft, grpcAddr, httpAddr string
+	flags                    []string // transport flags: --insecure, or the certificate files
 	cmd                      *exec.Cmd
 	log                      *os.File
 }
@@ -48,9 +52,9 @@ func (p *proc) start(t *testing.T, bin string, extra ...string) {
 	t.Helper()
 	args := append([]string{
 		"--id", p.id, "--data-dir", p.dataDir, "--raft-addr", p.raft, "--grpc-addr", p.grpcAddr,
-		"--http-addr", p.httpAddr, "--insecure", "--heartbeat-timeout", "400ms", "--election-timeout", "400ms",
+		"--http-addr", p.httpAddr, "--heartbeat-timeout", "400ms", "--election-timeout", "400ms",
 		"--log-level", "info",
-	}, extra...)
+	}, append(p.flags, extra...)...)
 	var err error
 	p.log, err = os.OpenFile(filepath.Join(filepath.Dir(p.dataDir), p.id+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -110,7 +114,61 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
 	t.Fatalf("not within %v: %v", timeout, err)
 }
 
-func httpJSON(method, url string, body any, out any) (int, []byte, error) {
+// world is how the test reaches the nodes: plain TCP, or mutual TLS with
+// certificates made by `consentd certs`, calling as a practice.
+type world struct {
+	scheme string
+	client *http.Client
+	creds  credentials.TransportCredentials
+	// certDir holds the certificates on mTLS.
+	certDir string
+}
+
+func plainWorld() *world {
+	return &world{scheme: "http://", client: &http.Client{Timeout: 15 * time.Second}, creds: insecure.NewCredentials()}
+}
+
+func mtlsWorld(t *testing.T, bin, dir string) *world {
+	t.Helper()
+	certDir := filepath.Join(dir, "certs")
+	out, err := exec.Command(bin, "certs", "--dir", certDir, "--nodes", "n1,n2,n3", "--hosts", "127.0.0.1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("consentd certs: %v\n%s", err, out)
+	}
+	cfg := callerTLS(t, certDir, "practice")
+	return &world{scheme: "https://", certDir: certDir, creds: credentials.NewTLS(cfg),
+		client: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}}
+}
+
+func callerTLS(t *testing.T, certDir, name string) *tls.Config {
+	t.Helper()
+	kp, err := tls.LoadX509KeyPair(filepath.Join(certDir, name+".pem"), filepath.Join(certDir, name+"-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(certDir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return &tls.Config{Certificates: []tls.Certificate{kp}, RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
+// nodeFlags are the transport flags of node id.
+func (w *world) nodeFlags(id string) []string {
+	if w.certDir == "" {
+		return []string{"--insecure"}
+	}
+	return []string{"--ca-file", filepath.Join(w.certDir, "ca.pem"), "--cert-file", filepath.Join(w.certDir, id+".pem"),
+		"--key-file", filepath.Join(w.certDir, id+"-key.pem")}
+}
+
+func (w *world) httpJSON(method, url string, body any, out any) (int, []byte, error) {
+	return httpJSONWith(w.client, method, url, body, out)
+}
+
+func httpJSONWith(client *http.Client, method, url string, body any, out any) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -124,7 +182,6 @@ func httpJSON(method, url string, body any, out any) (int, []byte, error) {
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	client := &http.Client{Timeout: 15 * time.Second}
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, nil, err
@@ -180,11 +237,21 @@ func TestThreeProcessesOverRESTAndGRPC(t *testing.T) {
 		t.Skip("starts real processes")
 	}
 	bin := buildBinary(t)
+	t.Run("plain", func(t *testing.T) { threeProcesses(t, bin, plainWorld()) })
+	t.Run("mtls", func(t *testing.T) { threeProcesses(t, bin, nil) })
+}
+
+// threeProcesses drives three real nodes; a nil world means mutual TLS with
+// certificates made in the test's directory.
+func threeProcesses(t *testing.T, bin string, w *world) {
 	dir := t.TempDir()
+	if w == nil {
+		w = mtlsWorld(t, bin, dir)
+	}
 	procs := make([]*proc, 3)
 	for i := range procs {
 		id := fmt.Sprintf("n%d", i+1)
-		procs[i] = &proc{id: id, dataDir: filepath.Join(dir, id), raft: freePort(t), grpcAddr: freePort(t), httpAddr: freePort(t)}
+		procs[i] = &proc{id: id, dataDir: filepath.Join(dir, id), raft: freePort(t), grpcAddr: freePort(t), httpAddr: freePort(t), flags: w.nodeFlags(id)}
 	}
 	t.Cleanup(func() {
 		for _, p := range procs {
@@ -205,25 +272,25 @@ func TestThreeProcessesOverRESTAndGRPC(t *testing.T) {
 	waitFor(t, 30*time.Second, func() error {
 		for _, p := range procs {
 			var st statusJSON
-			code, raw, err := httpJSON("GET", "http://"+p.httpAddr+"/v1/cluster/status", nil, &st)
+			code, raw, err := w.httpJSON("GET", w.scheme+p.httpAddr+"/v1/cluster/status", nil, &st)
 			if err != nil || code != 200 {
 				return fmt.Errorf("%s status %d %s %v", p.id, code, raw, err)
 			}
 			if len(st.Members) != 3 {
 				return fmt.Errorf("%s sees %d members", p.id, len(st.Members))
 			}
-			if code, _, _ := httpJSON("GET", "http://"+p.httpAddr+"/readyz", nil, nil); code != 200 {
+			if code, _, _ := w.httpJSON("GET", w.scheme+p.httpAddr+"/readyz", nil, nil); code != 200 {
 				return fmt.Errorf("%s not ready (%d)", p.id, code)
 			}
 		}
 		return nil
 	})
 	var st statusJSON
-	if _, _, err := httpJSON("GET", "http://"+procs[0].httpAddr+"/v1/cluster/status", nil, &st); err != nil {
+	if _, _, err := w.httpJSON("GET", w.scheme+procs[0].httpAddr+"/v1/cluster/status", nil, &st); err != nil {
 		t.Fatal(err)
 	}
-	if !st.Insecure {
-		t.Error("status does not say the node runs without TLS")
+	if st.Insecure != (w.certDir == "") {
+		t.Errorf("status says insecure=%v", st.Insecure)
 	}
 
 	// REST: record on n1, read back on n3.
@@ -237,7 +304,7 @@ func TestThreeProcessesOverRESTAndGRPC(t *testing.T) {
 	}
 	body := map[string]any{"kind": "scr", "state": "dissent", "channel": "in_person",
 		"decisionMaker": map[string]string{"type": "patient"}, "requestId": "e2e-1"}
-	code, raw, err := httpJSON("POST", "http://"+procs[0].httpAddr+"/v1/patients/9990000018/decisions", body, &rec)
+	code, raw, err := w.httpJSON("POST", w.scheme+procs[0].httpAddr+"/v1/patients/9990000018/decisions", body, &rec)
 	if err != nil || code != 200 {
 		t.Fatalf("record: %d %s %v", code, raw, err)
 	}
@@ -245,15 +312,28 @@ func TestThreeProcessesOverRESTAndGRPC(t *testing.T) {
 		t.Fatalf("record response %s", raw)
 	}
 	var cons consentsJSON
-	code, raw, err = httpJSON("GET", "http://"+procs[2].httpAddr+"/v1/patients/9990000018/consents", nil, &cons)
+	code, raw, err = w.httpJSON("GET", w.scheme+procs[2].httpAddr+"/v1/patients/9990000018/consents", nil, &cons)
 	if err != nil || code != 200 {
 		t.Fatalf("read: %d %s %v", code, raw, err)
 	}
 	if s, v := cons.state("scr"); s != "dissent" || v != "1" {
 		t.Fatalf("n3 read %s v%s, want dissent v1: %s", s, v, raw)
 	}
+	if w.certDir != "" {
+		// A reader is refused a write on any node; the practice that wrote
+		// is stamped as recorded_by from its certificate.
+		reader := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: callerTLS(t, w.certDir, "reader")}}
+		code, raw, _ = httpJSONWith(reader, "POST", w.scheme+procs[1].httpAddr+"/v1/patients/9990000018/decisions",
+			map[string]any{"kind": "scr", "state": "consent_core", "channel": "in_person", "decisionMaker": map[string]string{"type": "patient"}}, nil)
+		if code != 403 {
+			t.Fatalf("reader write: %d %s", code, raw)
+		}
+		if !strings.Contains(string(raw), "reader may not") {
+			t.Fatalf("reader refusal does not say why: %s", raw)
+		}
+	}
 	// Bad input is refused with the field named, and nothing is written.
-	code, raw, _ = httpJSON("POST", "http://"+procs[1].httpAddr+"/v1/patients/9990000017/decisions", body, nil)
+	code, raw, _ = w.httpJSON("POST", w.scheme+procs[1].httpAddr+"/v1/patients/9990000017/decisions", body, nil)
 	if code != 400 || !strings.Contains(string(raw), "nhs_number") {
 		t.Fatalf("wrong check digit: %d %s", code, raw)
 	}
@@ -261,7 +341,7 @@ func TestThreeProcessesOverRESTAndGRPC(t *testing.T) {
 	// gRPC: record on n2, check a batch on n1.
 	conns := map[string]consentv1.ConsentServiceClient{}
 	for _, p := range procs {
-		cc, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(w.creds))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -301,7 +381,7 @@ func TestThreeProcessesOverRESTAndGRPC(t *testing.T) {
 	leader := -1
 	for i, p := range procs {
 		var s statusJSON
-		if _, _, err := httpJSON("GET", "http://"+p.httpAddr+"/v1/cluster/status", nil, &s); err == nil && s.State == "leader" {
+		if _, _, err := w.httpJSON("GET", w.scheme+p.httpAddr+"/v1/cluster/status", nil, &s); err == nil && s.State == "leader" {
 			leader = i
 		}
 	}
@@ -312,7 +392,7 @@ func TestThreeProcessesOverRESTAndGRPC(t *testing.T) {
 	start := time.Now()
 	survivor := procs[(leader+1)%3]
 	waitFor(t, 10*time.Second, func() error {
-		code, _, err := httpJSON("GET", "http://"+survivor.httpAddr+"/readyz", nil, nil)
+		code, _, err := w.httpJSON("GET", w.scheme+survivor.httpAddr+"/readyz", nil, nil)
 		if err != nil || code != 200 {
 			return fmt.Errorf("readyz %d %v", code, err)
 		}
@@ -341,10 +421,10 @@ func TestThreeProcessesOverRESTAndGRPC(t *testing.T) {
 	procs[leader].start(t, bin)
 	waitFor(t, 30*time.Second, func() error {
 		var a, b statusJSON
-		if _, _, err := httpJSON("GET", "http://"+procs[leader].httpAddr+"/v1/cluster/status", nil, &a); err != nil {
+		if _, _, err := w.httpJSON("GET", w.scheme+procs[leader].httpAddr+"/v1/cluster/status", nil, &a); err != nil {
 			return err
 		}
-		if _, _, err := httpJSON("GET", "http://"+survivor.httpAddr+"/v1/cluster/status", nil, &b); err != nil {
+		if _, _, err := w.httpJSON("GET", w.scheme+survivor.httpAddr+"/v1/cluster/status", nil, &b); err != nil {
 			return err
 		}
 		if a.StateDigest == "" || a.StateDigest != b.StateDigest || a.AppliedIndex != b.AppliedIndex {
@@ -352,7 +432,7 @@ func TestThreeProcessesOverRESTAndGRPC(t *testing.T) {
 		}
 		return nil
 	})
-	code, raw, err = httpJSON("GET", "http://"+procs[leader].httpAddr+"/v1/patients/9990000018/consents", nil, &cons)
+	code, raw, err = w.httpJSON("GET", w.scheme+procs[leader].httpAddr+"/v1/patients/9990000018/consents", nil, &cons)
 	if err != nil || code != 200 {
 		t.Fatalf("read on restarted node: %d %s %v", code, raw, err)
 	}

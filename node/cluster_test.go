@@ -2,10 +2,13 @@ package node_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"github.com/lmc-consent/consentd/internal/testnet"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -13,11 +16,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/lmc-consent/consentd/cluster"
 	"github.com/lmc-consent/consentd/fsm"
 	"github.com/lmc-consent/consentd/node"
+	"github.com/lmc-consent/consentd/pki"
 	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
 	"github.com/lmc-consent/consentd/raftnode"
 )
@@ -32,6 +37,8 @@ type testCluster struct {
 	mu    sync.Mutex   // guards conns: workers share clients
 	conns map[string]*grpc.ClientConn
 	tune  func(*node.Config)
+	// certDir holds the CA and certificates when the cluster runs on mTLS.
+	certDir string
 }
 
 // fastRaft shortens timeouts so elections take hundreds of milliseconds.
@@ -57,9 +64,37 @@ func freeAddr(t testing.TB) string { return testnet.FreeAddr(t) }
 
 // startCluster starts n nodes on fixed free ports (so a restart keeps its
 // addresses) and waits until every node is a voter and the leader is ready.
-func startCluster(t testing.TB, n int, tune ...func(*node.Config)) *testCluster {
+// transport is how the nodes of a test cluster talk: the core tests run on
+// plain TCP and again on mutual TLS with development certificates.
+type transport struct {
+	name   string
+	secure bool
+}
+
+var transports = []transport{{"plain", false}, {"mtls", true}}
+
+// onEveryTransport runs fn once per transport.
+func onEveryTransport(t *testing.T, fn func(t *testing.T, tr transport)) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { fn(t, tr) })
+	}
+}
+
+func startClusterOn(t testing.TB, tr transport, n int, tune ...func(*node.Config)) *testCluster {
 	t.Helper()
 	tc := &testCluster{t: t, dir: t.TempDir(), conns: map[string]*grpc.ClientConn{}}
+	if tr.secure {
+		tc.certDir = filepath.Join(tc.dir, "certs")
+		var ids []string
+		// n9 is never started: a valid node certificate of a non-member.
+		for i := 1; i <= n; i++ {
+			ids = append(ids, fmt.Sprintf("n%d", i))
+		}
+		ids = append(ids, "n9")
+		if err := pki.WriteDevSet(tc.certDir, pki.DevSet{Cluster: testPKICluster, Nodes: ids, Hosts: []string{"127.0.0.1"}, Callers: pki.DefaultDevCallers()}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tc.tune = func(c *node.Config) {
 		fastRaft(c)
 		for _, f := range tune {
@@ -95,7 +130,14 @@ func (tc *testCluster) start(i int) {
 	s := tc.specs[i]
 	cfg := node.Config{
 		ID: s.ID, DataDir: s.DataDir, RaftAddr: s.RaftAddr, GRPCAddr: s.GRPCAddr, HTTPAddr: s.HTTPAddr,
-		Bootstrap: s.Bootstrap, Join: s.Join, Insecure: true, Version: "test", Logger: testLogger(),
+		Bootstrap: s.Bootstrap, Join: s.Join, Insecure: tc.certDir == "", Version: "test", Logger: testLogger(),
+	}
+	if tc.certDir != "" {
+		src, err := pki.NewSource(certFiles(tc.certDir, s.ID), testPKICluster, nil)
+		if err != nil {
+			tc.t.Fatal(err)
+		}
+		cfg.TLS = src
 	}
 	tc.tune(&cfg)
 	n, err := node.Start(context.Background(), cfg)
@@ -130,7 +172,12 @@ func (tc *testCluster) client(i int) consentv1.ConsentServiceClient {
 	c, ok := tc.conns[addr]
 	if !ok {
 		var err error
-		c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		creds := insecure.NewCredentials()
+		if tc.certDir != "" {
+			// A practice may read and record: everything these tests do.
+			creds = callerCreds(tc.t, tc.certDir, "practice")
+		}
+		c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			tc.t.Fatal(err)
 		}
@@ -233,7 +280,11 @@ func scrState(t testing.TB, resp *consentv1.GetConsentsResponse) (string, uint64
 }
 
 func TestWriteOnFollowerIsForwarded(t *testing.T) {
-	tc := startCluster(t, 3)
+	onEveryTransport(t, testWriteOnFollowerIsForwarded)
+}
+
+func testWriteOnFollowerIsForwarded(t *testing.T, tr transport) {
+	tc := startClusterOn(t, tr, 3)
 	li := tc.waitLeader(5 * time.Second)
 	fi := (li + 1) % 3
 	resp, err := record(ctxT(t, 10*time.Second), tc.client(fi), fsm.TestNHSNumber(1), "dissent", "fwd-1")
@@ -255,7 +306,11 @@ func TestWriteOnFollowerIsForwarded(t *testing.T) {
 // Every read straight after an acknowledged write, on every node, sees it:
 // no polling, so a stale follower read fails the test.
 func TestLinearizableReadOnEveryNodeAfterWrite(t *testing.T) {
-	tc := startCluster(t, 3)
+	onEveryTransport(t, testLinearizableReadOnEveryNodeAfterWrite)
+}
+
+func testLinearizableReadOnEveryNodeAfterWrite(t *testing.T, tr transport) {
+	tc := startClusterOn(t, tr, 3)
 	ctx := ctxT(t, 60*time.Second)
 	states := []string{"dissent", "consent_core", "consent_core_additional", "implied_core"}
 	nhs := fsm.TestNHSNumber(2)
@@ -283,7 +338,11 @@ func TestLinearizableReadOnEveryNodeAfterWrite(t *testing.T) {
 }
 
 func TestLeaderKillElectsNewLeaderAndLosesNoWrite(t *testing.T) {
-	tc := startCluster(t, 3)
+	onEveryTransport(t, testLeaderKillElectsNewLeaderAndLosesNoWrite)
+}
+
+func testLeaderKillElectsNewLeaderAndLosesNoWrite(t *testing.T, tr transport) {
+	tc := startClusterOn(t, tr, 3)
 	ctx := ctxT(t, 60*time.Second)
 	const n = 60
 	var mu sync.Mutex
@@ -339,10 +398,14 @@ func TestLeaderKillElectsNewLeaderAndLosesNoWrite(t *testing.T) {
 }
 
 func TestLaggingFollowerCatchesUpBySnapshot(t *testing.T) {
+	onEveryTransport(t, testLaggingFollowerCatchesUpBySnapshot)
+}
+
+func testLaggingFollowerCatchesUpBySnapshot(t *testing.T, tr transport) {
 	if testing.Short() {
 		t.Skip("writes 10,000 entries")
 	}
-	tc := startCluster(t, 3, func(c *node.Config) {
+	tc := startClusterOn(t, tr, 3, func(c *node.Config) {
 		c.Raft.SnapshotThreshold = 1000
 		c.Raft.SnapshotInterval = 200 * time.Millisecond
 		c.Raft.TrailingLogs = 100
@@ -423,7 +486,11 @@ func sameDigests(tc *testCluster) error {
 }
 
 func TestRestartKeepsDataWithoutReplay(t *testing.T) {
-	tc := startCluster(t, 3)
+	onEveryTransport(t, testRestartKeepsDataWithoutReplay)
+}
+
+func testRestartKeepsDataWithoutReplay(t *testing.T, tr transport) {
+	tc := startClusterOn(t, tr, 3)
 	ctx := ctxT(t, 60*time.Second)
 	want := map[string]string{}
 	for i := 0; i < 30; i++ {
@@ -487,5 +554,71 @@ func TestRestartKeepsDataWithoutReplay(t *testing.T) {
 		if got, v := scrState(t, resp); got != st || v != 1 {
 			t.Fatalf("%s: %s v%d after full restart, want %s v1 (re-applied or lost)", nhs, got, v, st)
 		}
+	}
+}
+
+const testPKICluster = "consentd-test"
+
+func certFiles(dir, name string) pki.Files {
+	return pki.Files{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, name+".pem"), Key: filepath.Join(dir, name+"-key.pem")}
+}
+
+func callerCreds(t testing.TB, dir, name string) credentials.TransportCredentials {
+	t.Helper()
+	f := certFiles(dir, name)
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(f.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12})
+}
+
+// TestRaftPortAdmitsOnlyMemberNodes dials the raft port of a running mTLS
+// node with each kind of certificate: only a member node's gets past the
+// handshake.
+func TestRaftPortAdmitsOnlyMemberNodes(t *testing.T) {
+	tc := startClusterOn(t, transport{"mtls", true}, 3)
+	caPEM, _ := os.ReadFile(filepath.Join(tc.certDir, "ca.pem"))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	for _, c := range []struct {
+		cert  string
+		admit bool
+	}{
+		{"n2", true},
+		{"n9", false},       // a node of the cluster's CA, not in the raft configuration
+		{"practice", false}, // a caller certificate
+		{"", false},         // none
+	} {
+		t.Run("as "+c.cert, func(t *testing.T) {
+			cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+			if c.cert != "" {
+				f := certFiles(tc.certDir, c.cert)
+				kp, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.Certificates = []tls.Certificate{kp}
+			}
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", tc.specs[0].RaftAddr, cfg)
+			if err == nil {
+				defer conn.Close()
+				// TLS 1.3 lets the client finish first; the server's verdict
+				// on the client certificate arrives on the next read.
+				conn.SetReadDeadline(time.Now().Add(time.Second))
+				_, err = conn.Read(make([]byte, 1))
+			}
+			var ne net.Error
+			admitted := errors.As(err, &ne) && ne.Timeout() // raft waits for an RPC
+			if admitted != c.admit {
+				t.Fatalf("admitted=%v (%v), want %v", admitted, err, c.admit)
+			}
+		})
 	}
 }

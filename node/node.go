@@ -5,6 +5,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,13 +13,17 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/lmc-consent/consentd/api"
 	"github.com/lmc-consent/consentd/cluster"
 	"github.com/lmc-consent/consentd/fsm"
+	"github.com/lmc-consent/consentd/pki"
 	clusterv1 "github.com/lmc-consent/consentd/proto/cluster/v1"
 	"github.com/lmc-consent/consentd/raftnode"
 )
@@ -36,7 +41,15 @@ type Config struct {
 	Bootstrap bool
 	// Join lists gRPC addresses of members to join through.
 	Join []string
-	// Insecure must be true until TLS exists: plain TCP on every listener.
+	// TLS is this node's certificate, key and CA: mutual TLS on the raft
+	// port, node-to-node gRPC and both API listeners. Its identity must be
+	// this node's (spiffe://<cluster>/node/<ID>).
+	TLS *pki.Source
+	// PeerTLS, if set, replaces TLS for raft and node-to-node calls (a
+	// separate peer CA, as etcd's --peer-* flags allow).
+	PeerTLS *pki.Source
+	// Insecure is plain TCP on every listener and anonymous callers; it must
+	// be asked for when TLS is not set.
 	Insecure bool
 	// GatherProcessMetrics adds Go runtime and process collectors; off for
 	// in-process clusters where every node would report the same process.
@@ -57,8 +70,18 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("node: data dir is required"))
 	}
-	if !c.Insecure {
-		errs = append(errs, errors.New("node: TLS is not implemented yet; run with --insecure to accept plain TCP"))
+	switch {
+	case c.TLS == nil && !c.Insecure:
+		errs = append(errs, errors.New("node: no TLS certificate configured; set one, or ask for plain TCP with --insecure"))
+	case c.TLS != nil && c.Insecure:
+		errs = append(errs, errors.New("node: TLS and --insecure are exclusive"))
+	case c.TLS == nil && c.PeerTLS != nil:
+		errs = append(errs, errors.New("node: peer TLS needs client TLS too"))
+	}
+	for _, src := range []*pki.Source{c.TLS, c.PeerTLS} {
+		if src != nil && src.Identity().NodeID != c.ID {
+			errs = append(errs, fmt.Errorf("node: the certificate is for %s, not node %q", src.Identity(), c.ID))
+		}
 	}
 	if c.Bootstrap && len(c.Join) > 0 {
 		errs = append(errs, errors.New("node: bootstrap and join are exclusive"))
@@ -80,6 +103,9 @@ type Node struct {
 	cluster *cluster.Cluster
 	api     *api.Server
 	metrics *prometheus.Registry
+	// raftReady is raft once open: the TLS check of raft peers runs on
+	// transport goroutines that may start before Open returns.
+	raftReady atomic.Pointer[raftnode.Node]
 }
 
 // Start opens the register, starts raft, serves the APIs, then bootstraps
@@ -110,15 +136,21 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	rc := cfg.Raft
 	rc.ID, rc.DataDir, rc.BindAddr, rc.AdvertiseAddr, rc.Logger = cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.RaftAdvertise, log
+	cc := cfg.Cluster
+	if peer := cmp.Or(cfg.PeerTLS, cfg.TLS); peer != nil {
+		rc.ServerTLS = peer.ServerConfig(true, n.raftPeerAllowed)
+		rc.ClientTLS = peer.ClientConfig(pki.OnlyNodes)
+		cc.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(peer.ClientConfig(pki.OnlyNodes)))}
+	}
 	n.raft, err = raftnode.Open(rc, n.store)
 	if err != nil {
 		return nil, err
 	}
+	n.raftReady.Store(n.raft)
 	hasState, err := n.raft.HasState()
 	if err != nil {
 		return nil, err
 	}
-	cc := cfg.Cluster
 	cc.NodeID, cc.Join, cc.Logger = cfg.ID, cfg.Join, log
 	n.cluster, err = cluster.New(cc, n.raft, n.store)
 	if err != nil {
@@ -131,6 +163,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	ac := cfg.API
 	ac.GRPCAddr, ac.HTTPAddr, ac.Insecure, ac.Version, ac.Logger, ac.Metrics = cfg.GRPCAddr, cfg.HTTPAddr, cfg.Insecure, cfg.Version, log, n.metrics
+	ac.TLS = cfg.TLS
 	n.api, err = api.New(ac, n.store, n.cluster)
 	if err != nil {
 		return nil, err
@@ -156,6 +189,31 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	log.Info("node started", "raft", n.raft.RaftAddr(), "grpc", n.api.GRPCAddr(), "http", n.api.HTTPAddr(),
 		"existing_state", hasState)
 	return n, nil
+}
+
+// raftPeerAllowed lets a node certificate speak raft only if its id is in
+// the raft configuration, so a certificate of a removed node, or one issued
+// for an id never added, cannot take part. A node with no configuration yet
+// (just started to join) accepts any node of the cluster: the leader that
+// adds it is the one dialing.
+func (n *Node) raftPeerAllowed(id pki.Identity) error {
+	if err := pki.OnlyNodes(id); err != nil {
+		return err
+	}
+	r := n.raftReady.Load()
+	if r == nil {
+		return nil
+	}
+	members, err := r.Members()
+	if err != nil || len(members) == 0 {
+		return nil
+	}
+	for _, m := range members {
+		if m.ID == id.NodeID {
+			return nil
+		}
+	}
+	return fmt.Errorf("node %s is not a member of the raft configuration", id.NodeID)
 }
 
 func advertise(configured, bound string) string {

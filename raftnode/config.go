@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,9 +23,13 @@ type Config struct {
 	// AdvertiseAddr is the address other nodes dial; defaults to the bound
 	// address, which must then not be unspecified (0.0.0.0).
 	AdvertiseAddr string
-	// StreamLayer replaces the plain TCP stream layer (TLS plugs in here).
+	// StreamLayer replaces the TCP stream layer altogether (tests).
 	StreamLayer raft.StreamLayer
-	Logger      *slog.Logger
+	// ServerTLS and ClientTLS, when set, put raft on mutual TLS: accepted
+	// connections are TLS servers with ServerTLS (which decides who may speak
+	// raft), dialed ones TLS clients with ClientTLS. Both or neither.
+	ServerTLS, ClientTLS *tls.Config
+	Logger               *slog.Logger
 
 	HeartbeatTimeout   time.Duration // default 1s
 	ElectionTimeout    time.Duration // default 1s
@@ -104,6 +109,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.ID == "" {
 		errs = append(errs, errors.New("raftnode: ID is required"))
+	}
+	if (c.ServerTLS == nil) != (c.ClientTLS == nil) {
+		errs = append(errs, errors.New("raftnode: ServerTLS and ClientTLS go together"))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("raftnode: DataDir is required"))

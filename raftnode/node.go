@@ -75,7 +75,7 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 	}
 	stream := cfg.StreamLayer
 	if stream == nil {
-		stream, err = newTCPStreamLayer(cfg.BindAddr, cfg.AdvertiseAddr)
+		stream, err = newTCPStreamLayer(cfg.BindAddr, cfg.AdvertiseAddr, cfg.ServerTLS, cfg.ClientTLS)
 		if err != nil {
 			n.logStore.Close()
 			return nil, fmt.Errorf("raftnode: %w", err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lmc-consent/consentd/node"
+	"github.com/lmc-consent/consentd/pki"
 )
 
 const version = "0.1.0-dev"
@@ -30,6 +31,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "dev":
 			return runDev(args[1:], stdout, stderr)
+		case "certs":
+			return runCerts(args[1:], stdout, stderr)
 		case "version", "--version":
 			fmt.Fprintln(stdout, "consentd", version)
 			return 0
@@ -42,9 +45,17 @@ const nodeUsage = `consentd runs one node of the consent register.
 
 Usage:
   consentd --id ID --data-dir DIR --raft-addr H:P --grpc-addr H:P --http-addr H:P
-           (--bootstrap | --join H:P[,H:P]) --insecure
-  consentd dev [--nodes 3]      run a local cluster in one process
+           (--bootstrap | --join H:P[,H:P])
+           (--ca-file F --cert-file F --key-file F | --insecure)
+  consentd dev [--nodes 3] [--tls]   run a local cluster in one process
+  consentd certs --dir DIR           make a development CA and certificates
   consentd version
+
+With TLS every listener (raft, gRPC, REST) is mutual TLS. The node's
+certificate must carry the URI SAN spiffe://<cluster>/node/<id>; callers'
+certificates spiffe://<cluster>/org/<ODS code>/role/<role> with the user id as
+subject CN (roles: practice, reader, lmc_admin, auditor). Certificate, key and
+CA files are re-read when they change.
 
 Every flag can also be set as an environment variable CONSENTD_<FLAG>, with
 dashes as underscores (CONSENTD_DATA_DIR=/var/lib/consentd). A flag on the
@@ -70,7 +81,14 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		httpAdvertise = fs.String("http-advertise", "", "REST address reported to others (default: --http-addr)")
 		bootstrap     = fs.Bool("bootstrap", false, "start a new cluster with this node as its first member")
 		join          = fs.String("join", "", "comma-separated gRPC addresses of members to join through")
-		insecure      = fs.Bool("insecure", false, "serve without TLS (required until TLS is available)")
+		insecure      = fs.Bool("insecure", false, "serve plain TCP with anonymous callers (development only)")
+		clusterName   = fs.String("cluster", "consentd", "cluster name: the trust domain of the certificates' spiffe:// identities")
+		caFile        = fs.String("ca-file", "", "PEM CA bundle that client and peer certificates are verified against")
+		certFile      = fs.String("cert-file", "", "PEM certificate of this node (spiffe://<cluster>/node/<id>)")
+		keyFile       = fs.String("key-file", "", "PEM private key of --cert-file")
+		peerCAFile    = fs.String("peer-ca-file", "", "CA for raft and node-to-node calls, if different (then all three --peer-* flags)")
+		peerCertFile  = fs.String("peer-cert-file", "", "certificate for raft and node-to-node calls, if different")
+		peerKeyFile   = fs.String("peer-key-file", "", "key of --peer-cert-file")
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat     = fs.String("log-format", "text", "text or json")
 		snapThreshold = fs.Uint64("snapshot-threshold", 8192, "log entries between snapshots")
@@ -101,18 +119,22 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "consentd: missing %s (see consentd --help)\n", strings.Join(missing, ", "))
 		return 2
 	}
-	if !*insecure {
-		fmt.Fprintln(stderr, "consentd: TLS is not available yet; refusing to serve patient data in plain text without --insecure")
+	tlsSrc, peerSrc, err := loadTLS(logger, *clusterName, pki.Files{CA: *caFile, Cert: *certFile, Key: *keyFile},
+		pki.Files{CA: *peerCAFile, Cert: *peerCertFile, Key: *peerKeyFile}, *insecure)
+	if err != nil {
+		fmt.Fprintln(stderr, "consentd:", err)
 		return 2
 	}
-	logger.Warn("running WITHOUT TLS (--insecure): every listener is plain TCP; use only on a trusted network")
+	if *insecure {
+		logger.Warn("running WITHOUT TLS (--insecure): every listener is plain TCP and every caller anonymous; use only on a trusted network")
+	}
 
 	cfg := node.Config{
 		ID: *id, DataDir: *dataDir,
 		RaftAddr: *raftAddr, RaftAdvertise: *raftAdvertise,
 		GRPCAddr: *grpcAddr, GRPCAdvertise: *grpcAdvertise,
 		HTTPAddr: *httpAddr, HTTPAdvertise: *httpAdvertise,
-		Bootstrap: *bootstrap, Join: splitList(*join), Insecure: *insecure,
+		Bootstrap: *bootstrap, Join: splitList(*join), Insecure: *insecure, TLS: tlsSrc, PeerTLS: peerSrc,
 		GatherProcessMetrics: true, Version: version, Logger: logger,
 	}
 	cfg.Raft.SnapshotThreshold = *snapThreshold
@@ -141,6 +163,35 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 	}
 	logger.Info("stopped")
 	return 0
+}
+
+// loadTLS reads the certificate flags: all of the client set or --insecure,
+// and the peer set all or nothing.
+func loadTLS(log *slog.Logger, cluster string, files, peer pki.Files, insecure bool) (tlsSrc, peerSrc *pki.Source, err error) {
+	anyOf := func(f pki.Files) bool { return f.CA != "" || f.Cert != "" || f.Key != "" }
+	switch {
+	case insecure && (anyOf(files) || anyOf(peer)):
+		return nil, nil, errors.New("--insecure and certificate flags are exclusive")
+	case insecure:
+		return nil, nil, nil
+	case !anyOf(files):
+		return nil, nil, errors.New("no certificate: give --ca-file, --cert-file and --key-file (see consentd certs), or --insecure for plain TCP")
+	}
+	if err := files.Validate(""); err != nil {
+		return nil, nil, err
+	}
+	if tlsSrc, err = pki.NewSource(files, cluster, log); err != nil {
+		return nil, nil, err
+	}
+	if anyOf(peer) {
+		if err := peer.Validate("peer-"); err != nil {
+			return nil, nil, err
+		}
+		if peerSrc, err = pki.NewSource(peer, cluster, log); err != nil {
+			return nil, nil, err
+		}
+	}
+	return tlsSrc, peerSrc, nil
 }
 
 // parseWithEnv parses args, then fills every flag not given on the command

@@ -17,7 +17,12 @@ func TestRunRefusesBadStarts(t *testing.T) {
 	}{
 		{"no id", []string{"--data-dir", "x", "--insecure"}, nil, 2, "missing --id"},
 		{"no data dir", []string{"--id", "n1", "--insecure"}, nil, 2, "missing --data-dir"},
-		{"no tls and no insecure", []string{"--id", "n1", "--data-dir", "x"}, nil, 2, "without --insecure"},
+		{"no tls and no insecure", []string{"--id", "n1", "--data-dir", "x"}, nil, 2, "no certificate: give --ca-file"},
+		{"tls and insecure", []string{"--id", "n1", "--data-dir", "x", "--insecure", "--ca-file", "ca.pem"}, nil, 2, "exclusive"},
+		{"half the certificate flags", []string{"--id", "n1", "--data-dir", "x", "--ca-file", "ca.pem"}, nil, 2, "--cert-file is required"},
+		{"unreadable certificate files", []string{"--id", "n1", "--data-dir", "x", "--ca-file", "/nonexistent/ca.pem", "--cert-file", "c", "--key-file", "k",
+			"--peer-ca-file", "p"}, nil, 2, "no such file"},
+		{"certs without dir", []string{"certs"}, nil, 2, "--dir is required"},
 		{"bad env value", []string{"--id", "n1", "--data-dir", "x"}, map[string]string{"CONSENTD_INSECURE": "maybe"}, 2, "CONSENTD_INSECURE"},
 		{"stray argument", []string{"--id", "n1", "extra"}, nil, 2, "unexpected argument"},
 		{"bad log level", []string{"--id", "n1", "--data-dir", "x", "--insecure", "--log-level", "loud"}, nil, 2, "--log-level"},
