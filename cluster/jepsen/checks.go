@@ -39,7 +39,7 @@ func Check(r *Report) (Results, *porcupine.LinearizationInfo) {
 		lin,
 		checkLostWrites(a, r),
 		checkAbortedReads(a, r),
-		checkStaleReads(a),
+		checkStaleReads(a, r),
 		checkHistoryReads(a),
 		checkConvergence(r),
 		live,
@@ -206,14 +206,16 @@ func checkAbortedReads(a *analysis, r *Report) CheckResult {
 
 // checkStaleReads is checker 4: a stale read returns a state the register
 // really had (a committed prefix of the final history) and, per client and
-// node, its version never goes down.
-func checkStaleReads(a *analysis) CheckResult {
+// node process, its version never goes down (a process that replaced a
+// removed member starts from nothing).
+func checkStaleReads(a *analysis, r *Report) CheckResult {
 	res := CheckResult{Name: "stale-reads", Verdict: Pass}
 	if a.err != "" {
 		res.problem("cannot check: %s", a.err)
 		return res
 	}
 	projections := map[key][]projected{}
+	procs := incarnationsOf(r.Nemesis)
 	last := map[string]uint64{}
 	n := 0
 	for _, c := range a.calls {
@@ -234,7 +236,7 @@ func checkStaleReads(a *analysis) CheckResult {
 			} else if want := p[cv.Version]; cv.DecisionID != want.ID || (want.ID != "" && cv.State != want.State) {
 				res.problem("%s: %s at v%d is %s %s; at v%d the register was %s %s", where, k, cv.Version, cv.DecisionID, cv.State, cv.Version, want.ID, want.State)
 			}
-			mk := c.Invoke.Client + "@" + c.Invoke.Node + "/" + k.String()
+			mk := c.Invoke.Client + "@" + procs.at(c.Invoke.Node, c.Invoke.Time) + "/" + k.String()
 			if prev, ok := last[mk]; ok && cv.Version < prev {
 				res.problem("%s: %s went back from v%d to v%d", where, k, prev, cv.Version)
 			}
@@ -319,12 +321,24 @@ func checkHistoryReads(a *analysis) CheckResult {
 }
 
 // checkConvergence is checker 6: every node reports the same applied index
-// and state digest.
+// and state digest; the final reads cover exactly the expected members,
+// and each of them has exactly those as voters.
 func checkConvergence(r *Report) CheckResult {
 	res := CheckResult{Name: "convergence", Verdict: Pass}
 	if len(r.Final.Nodes) == 0 {
 		res.problem("no final status from any node")
 		return res
+	}
+	members := append([]string(nil), r.members()...)
+	sort.Strings(members)
+	if got := sortedKeys(r.Final.Nodes); len(r.Final.Members) > 0 && strings.Join(got, ",") != strings.Join(members, ",") {
+		res.problem("final reads are from %v, the members are %v", got, members)
+	}
+	for _, node := range sortedKeys(r.Final.Nodes) {
+		st := r.Final.Nodes[node].Status
+		if st.MemberIDs != nil && strings.Join(st.MemberIDs, ",") != strings.Join(members, ",") {
+			res.problem("%s's configuration has voters %v, expected %v", node, st.MemberIDs, members)
+		}
 	}
 	var applied uint64
 	var digest, first string
@@ -523,6 +537,24 @@ func checkEfficacy(r *Report) CheckResult {
 	}
 	res.Summary = fmt.Sprintf("%d nemesis actions (%d errors), %d leader changes, %d snapshots taken, %d snapshots installed",
 		actions, failures, changes, taken, installed)
+	planned, rejoined := 0, 0
+	for _, st := range r.Run.Schedule {
+		if st.Fault == Membership {
+			planned++
+		}
+	}
+	for _, e := range r.Nemesis {
+		if e.Action == ActionVoter && e.Error == "" {
+			rejoined++
+		}
+	}
+	if planned > 0 {
+		res.Summary += fmt.Sprintf(", %d of %d planned membership changes completed (%v retired)", rejoined, planned, r.Final.Retired)
+		if rejoined == 0 {
+			res.Verdict = Inconclusive
+			res.Problems = append(res.Problems, "no membership change completed")
+		}
+	}
 	if r.Run.SnapshotStress && installed == 0 {
 		// Reported, not failed: consentd exposes no snapshot interval flag,
 		// so whether raft snapshots within a run is up to its 30–60s timer.

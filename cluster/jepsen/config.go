@@ -52,7 +52,10 @@ type Config struct {
 	RecoveryBound time.Duration // default 30s
 	// CheckTimeout bounds the Porcupine search; running out is a failure.
 	CheckTimeout time.Duration // default 120s
-	Logger       *slog.Logger
+	// JoinTimeout bounds how long a node replaced by the membership nemesis
+	// may take to become a voter serving linearizable reads.
+	JoinTimeout time.Duration // default 90s
+	Logger      *slog.Logger
 }
 
 // WithDefaults fills zero fields.
@@ -95,6 +98,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.CheckTimeout == 0 {
 		c.CheckTimeout = 120 * time.Second
+	}
+	if c.JoinTimeout == 0 {
+		c.JoinTimeout = 90 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -160,6 +166,10 @@ const (
 	KillLeader        Fault = "kill-leader"        // SIGKILL the leader, restart on the same data dir
 	KillFollower      Fault = "kill-follower"      // SIGKILL a follower, restart on the same data dir
 	KillAll           Fault = "kill-all"           // SIGKILL every node, restart all, read at once
+	// Membership removes a member through the API (Step.Target says
+	// whether the leader or a follower), stops it and wipes its data for
+	// the hold, then starts it with a fresh raft id and --join.
+	Membership Fault = "membership"
 )
 
 // WeightedFault is one entry of a scenario's fault mix.
@@ -182,7 +192,8 @@ type Scenario struct {
 	NeedsLeaderChange bool
 }
 
-// Scenarios returns every scenario, a fresh copy each call.
+// Scenarios returns every scenario, a fresh copy each call. "membership"
+// is in the long profile (-long), not in CIScenarios.
 func Scenarios() []Scenario {
 	snapshot := []string{"--snapshot-threshold", "64", "--trailing-logs", "32", "--snapshot-interval", "1s"}
 	return []Scenario{
@@ -205,6 +216,10 @@ func Scenarios() []Scenario {
 			Faults: []WeightedFault{{PartitionOneWay, 1}}, NeedsLeaderChange: true},
 		{Name: "loss", Description: "random packet loss between nodes",
 			Faults: []WeightedFault{{Loss, 1}}},
+		{Name: "membership", Description: "remove a member (mostly a follower, sometimes the leader) through the API, wipe it, rejoin it with a fresh id; with kills and partitions",
+			// Judged by completed membership changes (efficacy), not by
+			// leader changes: a short run may remove only followers.
+			Faults: []WeightedFault{{Membership, 6}, {KillFollower, 1}, {KillLeader, 1}, {PartitionLeader, 1}, {PartitionMajority, 1}}},
 		{Name: "none", Description: "no faults: a baseline for the checkers"},
 	}
 }

@@ -33,7 +33,14 @@ type NemesisEvent struct {
 	// Targets are the nodes acted on; Detail says how (e.g. the grudge).
 	Targets []string `json:"targets,omitempty"`
 	Detail  string   `json:"detail,omitempty"`
-	Error   string   `json:"error,omitempty"`
+	// Error is set when the nemesis could not do what it meant to.
+	Error string `json:"error,omitempty"`
+	// Action names one realised part of a membership change (an Action*
+	// constant); Slot is the node's namespace (its first raft id), and
+	// Outcome the API's answer when it was not a plain success.
+	Action  string `json:"action,omitempty"`
+	Slot    string `json:"slot,omitempty"`
+	Outcome string `json:"outcome,omitempty"`
 }
 
 // Nemesis phases.
@@ -41,6 +48,17 @@ const (
 	PhaseStart = "start" // fault applied
 	PhaseEnd   = "end"   // fault healed
 	PhaseHeal  = "heal"  // the final heal of everything
+	PhaseStep  = "step"  // one realised part of a membership change
+)
+
+// Actions of the membership nemesis, in the order they happen.
+const (
+	ActionSkip   = "skip"   // no change: the cluster was not healthy enough
+	ActionRemove = "remove" // RemoveMember answered (or its outcome was resolved)
+	ActionStop   = "stop"   // the removed node's process stopped
+	ActionWipe   = "wipe"   // its data dir deleted
+	ActionStart  = "start"  // a process with a fresh raft id started with --join; Targets[0] is the new id
+	ActionVoter  = "voter"  // the new id is a voter that serves linearizable reads
 )
 
 // LeaderObs is one poll of a node's cluster status, as logged to leaders.jsonl.
@@ -74,6 +92,8 @@ type StatusVal struct {
 	AppliedIndex uint64 `json:"appliedIndex"`
 	StateDigest  string `json:"stateDigest"`
 	Members      int    `json:"members"`
+	// MemberIDs are the voters of the node's raft configuration, sorted.
+	MemberIDs []string `json:"memberIds,omitempty"`
 }
 
 // NodeFinal is what one node answered after the final heal.
@@ -97,8 +117,16 @@ type Final struct {
 	ConvergedAfterMs int64                `json:"convergedAfterMs"`
 	Nodes            map[string]NodeFinal `json:"nodes"`
 	// NodeExits lists processes that exited without being asked to, or did
-	// not stop on SIGTERM at the end.
+	// not stop promptly and cleanly on SIGTERM (at the end, or when the
+	// membership nemesis stopped a removed node).
 	NodeExits []string `json:"nodeExits,omitempty"`
+	// Members are the raft ids the runner expects in the configuration at
+	// the end, in slot order; Nodes is keyed by them. Empty in reports of
+	// runs without membership changes, where they are Run.Nodes.
+	Members []string `json:"members,omitempty"`
+	// Retired are raft ids removed by the membership nemesis; their
+	// processes' logs are checked too.
+	Retired []string `json:"retired,omitempty"`
 	// SetupError is set when the run could not finish its final reads.
 	SetupError string `json:"setupError,omitempty"`
 }
@@ -151,13 +179,37 @@ func LoadReport(dir string) (*Report, error) {
 	if r.Leaders, err = ReadJSONL[LeaderObs](filepath.Join(dir, FileLeaders)); err != nil {
 		errs = append(errs, err)
 	}
-	for _, n := range r.Run.Nodes {
+	for _, n := range r.processIDs() {
 		r.Logs[n] = filepath.Join(dir, n+".log")
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("load report %s: %w", dir, err)
 	}
 	return r, nil
+}
+
+// members are the raft ids expected in the configuration at the end.
+func (r *Report) members() []string {
+	if len(r.Final.Members) > 0 {
+		return r.Final.Members
+	}
+	return r.Run.Nodes
+}
+
+// processIDs are the raft ids of every process the run started: the
+// initial nodes, the members at the end and the retired ones.
+func (r *Report) processIDs() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, list := range [][]string{r.Run.Nodes, r.Final.Members, r.Final.Retired} {
+		for _, id := range list {
+			if !seen[id] {
+				seen[id] = true
+				out = append(out, id)
+			}
+		}
+	}
+	return out
 }
 
 func readJSON(path string, v any) error {

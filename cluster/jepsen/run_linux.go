@@ -80,7 +80,8 @@ func Run(ctx context.Context, cfg Config) (Results, error) {
 	nodes := newNodeSet(topo, cfg.Binary, ids, dataRoot, cfg.ReportDir, cfg, extraArgs, rec.Now)
 	defer nodes.killAllNow()
 
-	r := &runner{cfg: cfg, log: log, topo: topo, dialer: dialer, nodes: nodes, rec: rec, ids: ids, apis: map[string]*restAPI{}}
+	r := &runner{cfg: cfg, log: log, topo: topo, dialer: dialer, nodes: nodes, rec: rec, ids: ids, apis: map[string]*restAPI{},
+		pinnedGRPC: map[string][]*grpcAPI{}}
 	for _, id := range ids {
 		r.apis[id] = newRESTAPI(nodes.addr(id, httpPort), dialer.DialContext)
 	}
@@ -172,8 +173,15 @@ type runner struct {
 	nodes  *nodeSet
 	rec    *Recorder
 	nem    *nemesisLog
-	ids    []string
-	apis   map[string]*restAPI
+	// ids are the slots (namespaces) n1..nN; r.nodes.idOf maps one to the
+	// raft id of the process it holds now.
+	ids  []string
+	apis map[string]*restAPI
+	// pinnedGRPC are the gRPC connections of clients pinned to a slot,
+	// woken up when the slot gets a new process.
+	pinnedGRPC map[string][]*grpcAPI
+	// changes admits one membership change at a time.
+	changes changeGuard
 
 	mu      sync.Mutex
 	leaders []LeaderObs
@@ -276,6 +284,9 @@ func (r *runner) newClients(w *workload) ([]*wclient, error) {
 					return nil, err
 				}
 				c.apis[id] = g
+				if pinned != "" {
+					r.pinnedGRPC[id] = append(r.pinnedGRPC[id], g)
+				}
 			} else {
 				c.apis[id] = newRESTAPI(r.nodes.addr(id, httpPort), r.dialer.DialContext)
 			}
@@ -325,7 +336,7 @@ func (r *runner) monitorLeaders(ctx context.Context, wg *sync.WaitGroup) {
 					return
 				}
 				r.mu.Lock()
-				r.leaders = append(r.leaders, LeaderObs{Time: r.rec.Now(), Node: id, State: st.GetState(), Leader: st.GetLeaderId(), Term: st.GetTerm()})
+				r.leaders = append(r.leaders, LeaderObs{Time: r.rec.Now(), Node: r.nodes.idOf(id), State: st.GetState(), Leader: st.GetLeaderId(), Term: st.GetTerm()})
 				r.mu.Unlock()
 			}()
 		}
@@ -346,8 +357,9 @@ func (r *runner) leaderObs() []LeaderObs {
 	return out
 }
 
-// currentLeader asks every node and returns the one that claims leadership
-// in the highest term; it waits up to wait for one to appear.
+// currentLeader asks every node and returns the slot of the one that
+// claims leadership in the highest term; it waits up to wait for one to
+// appear.
 func (r *runner) currentLeader(ctx context.Context, wait time.Duration) (string, uint64) {
 	var leader string
 	var term uint64
@@ -400,13 +412,21 @@ func (r *runner) runSchedule(ctx context.Context, steps []Step, start time.Time,
 }
 
 func (r *runner) apply(ctx context.Context, i int, st Step) {
-	leader, term := r.currentLeader(ctx, 3*time.Second)
+	if st.Fault == Membership {
+		r.removeMember(ctx, i, st)
+		return
+	}
+	leaderSlot, term := r.currentLeader(ctx, 3*time.Second)
+	leader := r.idOf(leaderSlot)
+	// Targets are planned over raft ids, in slot order, so the same seed
+	// picks the same slots whatever the ids are now.
+	members := r.nodes.members()
 	rng := stepRand(r.cfg.Seed, i)
 	ev := NemesisEvent{Step: i, Phase: PhaseStart, Fault: st.Fault, Leader: leader, Term: term}
 	var errs []error
 	pickFollower := func() string {
 		var fs []string
-		for _, id := range r.ids {
+		for _, id := range members {
 			if id != leader {
 				fs = append(fs, id)
 			}
@@ -415,36 +435,36 @@ func (r *runner) apply(ctx context.Context, i int, st Step) {
 	}
 	orRandom := func(id string) string {
 		if id == "" {
-			return r.ids[rng.IntN(len(r.ids))]
+			return members[rng.IntN(len(members))]
 		}
 		return id
 	}
 	switch st.Fault {
 	case PartitionLeader, PartitionFollower, PartitionMajority, PartitionBridge, PartitionOneWay:
-		g, targets := PlanPartition(st.Fault, r.ids, leader, rng)
+		g, targets := PlanPartition(st.Fault, members, leader, rng)
 		ev.Targets, ev.Detail = targets, g.String()
-		errs = append(errs, r.applyRules(ctx, rulesFor(r.ids, r.topo.IPs(), g, 0)))
+		errs = append(errs, r.applyRules(ctx, rulesFor(members, r.ipsByID(), g, 0)))
 	case Loss:
-		ev.Targets, ev.Detail = r.ids, fmt.Sprintf("drop %d%% of packets between nodes", st.LossPercent)
-		errs = append(errs, r.applyRules(ctx, rulesFor(r.ids, r.topo.IPs(), Grudge{}, st.LossPercent)))
+		ev.Targets, ev.Detail = members, fmt.Sprintf("drop %d%% of packets between nodes", st.LossPercent)
+		errs = append(errs, r.applyRules(ctx, rulesFor(members, r.ipsByID(), Grudge{}, st.LossPercent)))
 	case PauseLeader, PauseFollower:
 		target := orRandom(leader)
 		if st.Fault == PauseFollower {
 			target = pickFollower()
 		}
 		ev.Targets, ev.Detail = []string{target}, fmt.Sprintf("SIGSTOP for %v", st.Hold)
-		errs = append(errs, r.nodes.signal(target, syscall.SIGSTOP))
+		errs = append(errs, r.nodes.signal(r.nodes.slotOf(target), syscall.SIGSTOP))
 	case KillLeader, KillFollower:
 		target := orRandom(leader)
 		if st.Fault == KillFollower {
 			target = pickFollower()
 		}
 		ev.Targets, ev.Detail = []string{target}, fmt.Sprintf("SIGKILL, restart after %v", st.Hold)
-		errs = append(errs, r.nodes.kill(target))
+		errs = append(errs, r.nodes.kill(r.nodes.slotOf(target)))
 	case KillAll:
-		ev.Targets, ev.Detail = r.ids, fmt.Sprintf("SIGKILL every node, restart all after %v, then read at once", st.Hold)
-		for _, id := range r.ids {
-			errs = append(errs, r.nodes.kill(id))
+		ev.Targets, ev.Detail = members, fmt.Sprintf("SIGKILL every node, restart all after %v, then read at once", st.Hold)
+		for _, id := range members {
+			errs = append(errs, r.nodes.kill(r.nodes.slotOf(id)))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -454,10 +474,29 @@ func (r *runner) apply(ctx context.Context, i int, st Step) {
 	r.log.Info("nemesis", "step", i, "fault", st.Fault, "targets", ev.Targets, "leader", leader, "detail", ev.Detail)
 }
 
+// idOf is the raft id of a slot's process; "" for "".
+func (r *runner) idOf(slot string) string {
+	if slot == "" {
+		return ""
+	}
+	return r.nodes.idOf(slot)
+}
+
+// ipsByID maps the current raft id of every slot to its address.
+func (r *runner) ipsByID() map[string]string {
+	out := make(map[string]string, len(r.ids))
+	for _, slot := range r.ids {
+		out[r.nodes.idOf(slot)] = r.topo.IP(slot)
+	}
+	return out
+}
+
+// applyRules installs rules, keyed by raft id, in every slot's namespace;
+// a slot without an entry gets none.
 func (r *runner) applyRules(ctx context.Context, rules map[string]NodeRules) error {
 	var errs []error
-	for _, id := range r.ids {
-		errs = append(errs, r.topo.ApplyRules(ctx, id, rules[id]))
+	for _, slot := range r.ids {
+		errs = append(errs, r.topo.ApplyRules(ctx, slot, rules[r.nodes.idOf(slot)]))
 	}
 	return errors.Join(errs...)
 }
@@ -471,14 +510,17 @@ func (r *runner) heal(ctx context.Context, i int, st Step, w *workload) {
 	}
 }
 
-// healAll clears every fault and logs it; it returns the time it did so.
+// healAll clears every fault, brings a removed member back with a fresh
+// id, and logs it; it returns the time it did so.
 func (r *runner) healAll(ctx context.Context, step int, what string) int64 {
 	var errs []error
-	if err := r.applyRules(ctx, rulesFor(r.ids, r.topo.IPs(), Grudge{}, 0)); err != nil {
+	if err := r.applyRules(ctx, map[string]NodeRules{}); err != nil {
 		errs = append(errs, err)
 	}
 	did := r.nodes.healAll()
-	leader, term := r.currentLeader(ctx, 0)
+	did = append(did, r.rejoinVacant(ctx, step)...)
+	leaderSlot, term := r.currentLeader(ctx, 0)
+	leader := r.idOf(leaderSlot)
 	phase := PhaseEnd
 	if step < 0 {
 		phase = PhaseHeal
@@ -495,21 +537,35 @@ func (r *runner) healAll(ctx context.Context, step int, what string) int64 {
 func (r *runner) finish(ctx context.Context, final *Final, ops []Op) {
 	final.StopTime = r.rec.Now()
 	final.Nodes = map[string]NodeFinal{}
+	final.Members, final.Retired = r.nodes.members(), r.nodes.retiredIDs()
+	want := append([]string(nil), final.Members...)
+	sort.Strings(want)
+	// The final reads go to the members as they are now, by slot.
+	var slots []string
+	for _, slot := range r.ids {
+		if !r.nodes.isVacant(slot) {
+			slots = append(slots, slot)
+		}
+	}
 	err := waitFor(ctx, 90*time.Second, func(ctx context.Context) error {
 		var applied uint64
 		var digest string
-		for i, id := range r.ids {
-			if err := r.apis[id].Ready(ctx); err != nil {
+		for i, slot := range slots {
+			id := r.nodes.idOf(slot)
+			if err := r.apis[slot].Ready(ctx); err != nil {
 				return fmt.Errorf("%s: %w", id, err)
 			}
-			st, err := r.apis[id].Status(ctx)
+			st, err := r.apis[slot].Status(ctx)
 			if err != nil {
 				return fmt.Errorf("%s: %w", id, err)
+			}
+			if voters, others := votersOf(st.GetMembers()); strings.Join(voters, ",") != strings.Join(want, ",") || len(others) > 0 {
+				return fmt.Errorf("%s sees voters %v and others %v, want %v", id, voters, others, want)
 			}
 			if i == 0 {
 				applied, digest = st.GetAppliedIndex(), st.GetStateDigest()
 			} else if st.GetAppliedIndex() != applied || st.GetStateDigest() != digest {
-				return fmt.Errorf("%s at %d, %s at %d", id, st.GetAppliedIndex(), r.ids[0], applied)
+				return fmt.Errorf("%s at %d, %s at %d", id, st.GetAppliedIndex(), r.nodes.idOf(slots[0]), applied)
 			}
 		}
 		return nil
@@ -527,9 +583,9 @@ func (r *runner) finish(ctx context.Context, final *Final, ops []Op) {
 	// run in minutes rather than retrying every patient on every node.
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	for _, id := range r.ids {
+	for _, slot := range slots {
 		nf := NodeFinal{Consents: map[string][]ConsentVal{}, Histories: map[string]map[string][]DecisionVal{}}
-		api := r.apis[id]
+		api := r.apis[slot]
 		for _, nhs := range sortedKeys(patients) {
 			err := waitFor(ctx, 30*time.Second, func(ctx context.Context) error {
 				resp, err := api.Consents(ctx, nhs, "")
@@ -564,9 +620,11 @@ func (r *runner) finish(ctx context.Context, final *Final, ops []Op) {
 		if err != nil {
 			nf.Errors = append(nf.Errors, "status: "+err.Error())
 		} else {
+			voters, others := votersOf(st.GetMembers())
 			nf.Status = StatusVal{ID: st.GetId(), State: st.GetState(), Leader: st.GetLeaderId(), Term: st.GetTerm(),
-				CommitIndex: st.GetCommitIndex(), AppliedIndex: st.GetAppliedIndex(), StateDigest: st.GetStateDigest(), Members: len(st.GetMembers())}
+				CommitIndex: st.GetCommitIndex(), AppliedIndex: st.GetAppliedIndex(), StateDigest: st.GetStateDigest(), Members: len(st.GetMembers()),
+				MemberIDs: append(voters, others...)}
 		}
-		final.Nodes[id] = nf
+		final.Nodes[r.nodes.idOf(slot)] = nf
 	}
 }

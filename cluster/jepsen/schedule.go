@@ -18,7 +18,15 @@ type Step struct {
 	Fault Fault `json:"fault"`
 	// LossPercent is the drop probability of a Loss step.
 	LossPercent int `json:"lossPercent,omitempty"`
+	// Target of a Membership step: TargetLeader or TargetFollower.
+	Target string `json:"target,omitempty"`
 }
+
+// Targets of a Membership step.
+const (
+	TargetLeader   = "leader"
+	TargetFollower = "follower"
+)
 
 // ScheduleConfig shapes a schedule.
 type ScheduleConfig struct {
@@ -30,6 +38,9 @@ type ScheduleConfig struct {
 	MinHold, MaxHold time.Duration // default 4s, 9s
 	// MinGap and MaxGap bound the healthy time between faults.
 	MinGap, MaxGap time.Duration // default 2s, 5s
+	// RejoinAllowance is added to the gap after a Membership step: the
+	// replaced node joins and catches up after the hold.
+	RejoinAllowance time.Duration // default 5s
 }
 
 func (c ScheduleConfig) withDefaults() ScheduleConfig {
@@ -48,6 +59,9 @@ func (c ScheduleConfig) withDefaults() ScheduleConfig {
 	if c.MaxGap == 0 {
 		c.MaxGap = 5 * time.Second
 	}
+	if c.RejoinAllowance == 0 {
+		c.RejoinAllowance = 5 * time.Second
+	}
 	return c
 }
 
@@ -55,6 +69,9 @@ func (c ScheduleConfig) withDefaults() ScheduleConfig {
 // fault and healthy windows until Duration, each fault healed before the
 // next begins. Pauses last at least four election timeouts so a paused
 // leader is replaced; kill-all holds are short (the point is the restart).
+// A Membership step removes the leader one time in four, a follower
+// otherwise; steps never overlap, so there is one membership change at a
+// time and none while another fault is in force.
 func GenerateSchedule(seed int64, sc Scenario, cfg ScheduleConfig) []Step {
 	cfg = cfg.withDefaults()
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x6a6570))
@@ -94,13 +111,22 @@ func GenerateSchedule(seed int64, sc Scenario, cfg ScheduleConfig) []Step {
 			break
 		}
 		st := Step{At: at, Hold: hold, Fault: f}
-		if f == Loss {
+		gap := between(cfg.MinGap, cfg.MaxGap)
+		switch f {
+		case Loss:
 			st.LossPercent = 10 + rng.IntN(26)
+		case Membership:
+			st.Target = TargetFollower
+			if rng.IntN(4) == 0 {
+				st.Target = TargetLeader
+			}
+			gap += cfg.RejoinAllowance
 		}
 		steps = append(steps, st)
-		at += hold + between(cfg.MinGap, cfg.MaxGap)
+		at += hold + gap
 	}
 	ensureLeaderFault(steps, sc)
+	ensureMembershipStep(steps, sc)
 	return steps
 }
 
@@ -128,14 +154,58 @@ func ensureLeaderFault(steps []Step, sc Scenario) {
 		}
 	}
 	for _, st := range steps {
-		if first == "" || st.Fault.replacesLeader() {
+		if first == "" || st.replacesLeader() {
 			return
 		}
 	}
-	steps[0].Fault, steps[0].LossPercent = first, 0
+	steps[0].Fault, steps[0].LossPercent, steps[0].Target = first, 0, ""
 	if first == KillAll {
 		steps[0].Hold = min(steps[0].Hold, 3*time.Second)
 	}
+}
+
+// replacesLeader: the step always removes the leader for longer than an
+// election timeout.
+func (st Step) replacesLeader() bool {
+	return st.Fault.replacesLeader() || st.Fault == Membership && st.Target == TargetLeader
+}
+
+// ensureMembershipStep makes a scenario with membership changes schedule
+// at least one (the last step becomes one), so a short run is not
+// inconclusive by chance, and makes a schedule with several changes remove
+// the leader at least once. A converted step removes the leader when it
+// was the only one forcing a leader change.
+func ensureMembershipStep(steps []Step, sc Scenario) {
+	has := false
+	for _, wf := range sc.Faults {
+		has = has || wf.Fault == Membership && wf.Weight > 0
+	}
+	if !has || len(steps) == 0 {
+		return
+	}
+	leaderSteps, changes, lastChange, leaderChange := 0, 0, -1, false
+	for i, st := range steps {
+		if st.Fault == Membership {
+			changes++
+			lastChange = i
+			leaderChange = leaderChange || st.Target == TargetLeader
+		}
+		if st.replacesLeader() {
+			leaderSteps++
+		}
+	}
+	if changes > 1 && !leaderChange {
+		steps[lastChange].Target = TargetLeader
+	}
+	if changes > 0 {
+		return
+	}
+	last := &steps[len(steps)-1]
+	target := TargetFollower
+	if sc.NeedsLeaderChange && last.replacesLeader() && leaderSteps == 1 {
+		target = TargetLeader
+	}
+	last.Fault, last.LossPercent, last.Target = Membership, 0, target
 }
 
 // stepRand is the random source for choosing targets of step i: the same

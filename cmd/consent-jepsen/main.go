@@ -8,6 +8,12 @@
 //	go run ./cmd/consent-jepsen -scenario pause-leader -duration 30s -report /tmp/jepsen -v
 //	go run ./cmd/consent-jepsen -check /tmp/jepsen
 //
+// The long profile runs every scenario, membership changes included, on
+// five nodes with a -race build and three seeds (`make jepsen-long`):
+//
+//	go run ./cmd/consent-jepsen -long -report /tmp/jepsen-long
+//	go run ./cmd/consent-jepsen -scenario all -nodes 5 -race -seeds 3 -report /tmp/jepsen-long  # the same
+//
 // Each run writes REPORT/SCENARIO-SEED/: history.jsonl (every operation,
 // invoke then ok/fail/info), nemesis.jsonl (every fault applied and healed,
 // with the leader at that moment), leaders.jsonl (status polls), final.json
@@ -52,12 +58,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		race     = fs.Bool("race", false, "build consentd with -race (when -bin is not given)")
 		octet    = fs.Int("octet", 77, "third octet of the private subnet 10.213.X.0/24 and of the namespace prefix")
 		verbose  = fs.Bool("v", false, "log progress")
+		long     = fs.Bool("long", false, "the long profile: -scenario all -nodes 5 -race -seeds 3 (every scenario, membership changes included); those flags, given explicitly, still win")
 	)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
 		}
 		return 2
+	}
+	if *long {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range longProfile {
+			if !set[name] {
+				fs.Set(name, v)
+			}
+		}
 	}
 	level := slog.LevelWarn
 	if *verbose {
@@ -118,6 +134,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// longProfile is what -long sets: every scenario on five nodes, raced,
+// three seeds each.
+var longProfile = map[string]string{"scenario": "all", "nodes": "5", "race": "true", "seeds": "3"}
 
 func scenarioList(arg string) ([]string, error) {
 	switch arg {
