@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -24,7 +27,11 @@ import (
 const usage = `consentctl talks to any consentd node over gRPC and prints JSON.
 
 Usage:
-  consentctl [--addr H:P] [--timeout 10s] COMMAND [ARGS]
+  consentctl [--addr H:P] [--timeout 10s] [--ca-file F --cert-file F --key-file F] COMMAND [ARGS]
+
+On a TLS cluster give the CA and your caller certificate (a role that may do
+the command: lmc_admin for add-member and remove-member). Without them
+consentctl speaks plain TCP, for nodes started with --insecure.
 
 Commands:
   status                                   this node's view of the cluster
@@ -51,6 +58,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	addr := fs.String("addr", envOr("CONSENTCTL_ADDR", "127.0.0.1:9081"), "gRPC address of any node (env CONSENTCTL_ADDR)")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline for the call")
+	caFile := fs.String("ca-file", os.Getenv("CONSENTCTL_CA_FILE"), "PEM CA the node's certificate is verified against (env CONSENTCTL_CA_FILE)")
+	certFile := fs.String("cert-file", os.Getenv("CONSENTCTL_CERT_FILE"), "your PEM client certificate (env CONSENTCTL_CERT_FILE)")
+	keyFile := fs.String("key-file", os.Getenv("CONSENTCTL_KEY_FILE"), "its key (env CONSENTCTL_KEY_FILE)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -61,7 +71,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	cc, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := transportCreds(*caFile, *certFile, *keyFile)
+	if err != nil {
+		fmt.Fprintln(stderr, "consentctl:", err)
+		return 2
+	}
+	cc, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		fmt.Fprintln(stderr, "consentctl:", err)
 		return 2
@@ -86,6 +101,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 var errUsage = errors.New("usage")
+
+// transportCreds is plain TCP with no files, mutual TLS with all three.
+func transportCreds(caFile, certFile, keyFile string) (credentials.TransportCredentials, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return insecure.NewCredentials(), nil
+	}
+	if caFile == "" || certFile == "" || keyFile == "" {
+		return nil, errors.New("--ca-file, --cert-file and --key-file go together")
+	}
+	kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+	}
+	return credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{kp}, RootCAs: pool, MinVersion: tls.VersionTLS12}), nil
+}
 
 func envOr(k, def string) string {
 	if v, ok := os.LookupEnv(k); ok {

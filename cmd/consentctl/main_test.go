@@ -12,6 +12,7 @@ import (
 
 	"github.com/lmc-consent/consentd/internal/testnet"
 	"github.com/lmc-consent/consentd/node"
+	"github.com/lmc-consent/consentd/pki"
 )
 
 func freeAddr(t *testing.T) string { return testnet.FreeAddr(t) }
@@ -91,5 +92,63 @@ func TestAgainstOneNode(t *testing.T) {
 		if d.Version != fmt.Sprint(i+1) {
 			t.Fatalf("decision %d has version %s, want %d", i, d.Version, i+1)
 		}
+	}
+}
+
+// TestAgainstOneTLSNode: with certificates, consentctl acts as the caller
+// they name, and the node's authorisation applies.
+func TestAgainstOneTLSNode(t *testing.T) {
+	dir := t.TempDir()
+	certs := filepath.Join(dir, "certs")
+	if err := pki.WriteDevSet(certs, pki.DevSet{Cluster: "consentd", Nodes: []string{"n1"}, Hosts: []string{"127.0.0.1"}, Callers: pki.DefaultDevCallers()}); err != nil {
+		t.Fatal(err)
+	}
+	file := func(n string) string { return filepath.Join(certs, n) }
+	src, err := pki.NewSource(pki.Files{CA: file("ca.pem"), Cert: file("n1.pem"), Key: file("n1-key.pem")}, "consentd", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Start(context.Background(), node.Config{
+		ID: "n1", DataDir: filepath.Join(dir, "n1"), RaftAddr: freeAddr(t), GRPCAddr: freeAddr(t),
+		HTTPAddr: freeAddr(t), Bootstrap: true, TLS: src,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown(context.Background()) })
+	as := func(who string, args ...string) (int, string) {
+		var out, errOut bytes.Buffer
+		code := run(append([]string{"--addr", n.GRPCAddr(), "--timeout", "5s", "--ca-file", file("ca.pem"),
+			"--cert-file", file(who + ".pem"), "--key-file", file(who + "-key.pem")}, args...), &out, &errOut)
+		return code, out.String() + errOut.String()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if code, _ := as("reader", "get", "9990000018"); code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node never became ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, out := as("reader", "record", "9990000018", "scr", "dissent"); code != 1 || !strings.Contains(out, "PermissionDenied") {
+		t.Fatalf("reader record: %d %s", code, out)
+	}
+	code, out := as("practice", "record", "9990000018", "scr", "dissent")
+	var rec struct {
+		Decision struct {
+			RecordedBy struct{ OdsCode string } `json:"recordedBy"`
+		} `json:"decision"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &rec) != nil || rec.Decision.RecordedBy.OdsCode != "Y00001" {
+		t.Fatalf("practice record: %d %s", code, out)
+	}
+	if code, out := as("practice", "remove-member", "n2"); code != 1 || !strings.Contains(out, "PermissionDenied") {
+		t.Fatalf("practice remove-member: %d %s", code, out)
+	}
+	var plainOut, plainErr bytes.Buffer
+	if code := run([]string{"--addr", n.GRPCAddr(), "--timeout", "2s", "status"}, &plainOut, &plainErr); code != 1 {
+		t.Fatalf("plain TCP against a TLS node: exit %d %s", code, plainErr.String())
 	}
 }
