@@ -57,6 +57,7 @@ var (
 		"/consent.v1.ClusterService/GetStatus":          allReaders,
 		"/consent.v1.ClusterService/AddMember":          {pki.RoleLMCAdmin},
 		"/consent.v1.ClusterService/RemoveMember":       {pki.RoleLMCAdmin},
+		"/consent.v1.AuditService/ListAccess":           {pki.RoleAuditor},
 	}
 )
 
@@ -88,15 +89,23 @@ func (s *Server) identify(ctx context.Context) (pki.Identity, error) {
 }
 
 // authorise establishes the caller and checks the method against its role.
+// Every decision about a patient's consent, allowed or denied, goes to the
+// access log first.
 func (s *Server) authorise(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if s.cfg.TLS == nil {
+		if err := s.logAccess(ctx, pki.Identity{}, info.FullMethod, req, nil); err != nil {
+			return nil, err
+		}
 		return handler(context.WithValue(ctx, callerKey{}, caller{}), req)
 	}
 	id, err := s.identify(ctx)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = allowed(id, info.FullMethod, req)
 	}
-	if err := allowed(id, info.FullMethod, req); err != nil {
+	if lerr := s.logAccess(ctx, id, info.FullMethod, req, err); lerr != nil && err == nil {
+		err = lerr
+	}
+	if err != nil {
 		return nil, err
 	}
 	return handler(context.WithValue(ctx, callerKey{}, caller{id: id, authenticated: true}), req)

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/lmc-consent/consentd/audit"
 	"github.com/lmc-consent/consentd/pki"
 	clusterv1 "github.com/lmc-consent/consentd/proto/cluster/v1"
 	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
@@ -29,11 +31,12 @@ const testCluster = "test"
 // tlsWorld is a CA, an API server on mutual TLS with node t1's certificate,
 // and clients holding each role's certificate.
 type tlsWorld struct {
-	t    *testing.T
-	dir  string
-	ca   *pki.CA
-	h    *harness
-	pool *x509.CertPool
+	t      *testing.T
+	dir    string
+	ca     *pki.CA
+	h      *harness
+	pool   *x509.CertPool
+	access *audit.Log
 }
 
 func writeLeaf(t *testing.T, dir, name string, l pki.Leaf) {
@@ -72,11 +75,16 @@ func newTLSWorld(t *testing.T) *tlsWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, fakeBackend, func(c *Config) { c.Insecure, c.TLS = false, src })
+	access, err := audit.Open(audit.Config{Dir: filepath.Join(dir, "access"), Node: "t1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { access.Close() })
+	h := newHarness(t, fakeBackend, func(c *Config) { c.Insecure, c.TLS, c.AccessLog = false, src, access })
 	h.base = "https://" + h.srv.HTTPAddr()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca.PEM)
-	return &tlsWorld{t: t, dir: dir, ca: ca, h: h, pool: pool}
+	return &tlsWorld{t: t, dir: dir, ca: ca, h: h, pool: pool, access: access}
 }
 
 func (w *tlsWorld) clientTLS(name string) *tls.Config {
@@ -262,5 +270,59 @@ func TestAllowedTable(t *testing.T) {
 		if err := allowed(tc.id, tc.method, tc.req); (err == nil) != tc.ok {
 			t.Errorf("%s: %v, want ok=%v", tc.name, err, tc.ok)
 		}
+	}
+}
+
+// TestAccessLog: every access to a patient's consent, allowed or denied,
+// is in the node's access log before it happens; only auditors read the
+// log; a log that cannot be written refuses the access.
+func TestAccessLog(t *testing.T) {
+	w := newTLSWorld(t)
+	if got := w.rest("practice-a", "POST", recordPath(patient), goodBody); got.code != 200 {
+		t.Fatalf("record: %d %s", got.code, got.raw)
+	}
+	if got := w.rest("reader", "POST", recordPath(patient), goodBody); got.code != 403 {
+		t.Fatalf("reader record: %d %s", got.code, got.raw)
+	}
+	if got := w.rest("reader", "GET", "/v1/patients/"+patient+"/consents", ""); got.code != 200 {
+		t.Fatalf("reader read: %d %s", got.code, got.raw)
+	}
+	if got := w.rest("reader", "GET", "/v1/audit/access", ""); got.code != 403 {
+		t.Fatalf("reader reading the access log: %d %s", got.code, got.raw)
+	}
+	got := w.rest("auditor", "GET", "/v1/audit/access?nhsNumber="+patient, "")
+	if got.code != 200 {
+		t.Fatalf("auditor: %d %s", got.code, got.raw)
+	}
+	var seen []string
+	for _, e := range got.list("entries") {
+		m := e.(map[string]any)
+		c := m["caller"].(map[string]any)
+		seen = append(seen, fmt.Sprintf("%s %s/%s %s %s %s", m["operation"], c["org"], c["role"], m["outcome"], m["code"], m["transport"]))
+	}
+	want := []string{
+		"write Y00001/practice allowed OK rest",
+		"write RR801/reader denied PermissionDenied rest",
+		"read RR801/reader allowed OK rest",
+		"audit LMC01/auditor allowed OK rest", // the auditor's own query is logged too
+	}
+	if strings.Join(seen, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("access log for the patient:\n%s\nwant:\n%s", strings.Join(seen, "\n"), strings.Join(want, "\n"))
+	}
+	if got.body["node"] != "t1" {
+		t.Fatalf("node %v", got.body["node"])
+	}
+
+	// The log can no longer be written: accesses are refused, nothing applied.
+	applies, _, _ := w.h.fake.counts()
+	w.access.Close()
+	if got := w.rest("practice-a", "POST", recordPath(patient), `{"kind":"scr","state":"consent_core","channel":"in_person","decisionMaker":{"type":"patient"},"requestId":"after-close"}`); got.code != 503 {
+		t.Fatalf("record with the access log down: %d %s", got.code, got.raw)
+	}
+	if got := w.rest("reader", "GET", "/v1/patients/"+patient+"/consents", ""); got.code != 503 {
+		t.Fatalf("read with the access log down: %d %s", got.code, got.raw)
+	}
+	if now, _, _ := w.h.fake.counts(); now != applies {
+		t.Fatal("a write went through without an access log entry")
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/lmc-consent/consentd/audit"
 	"github.com/lmc-consent/consentd/fsm"
 	"github.com/lmc-consent/consentd/pki"
 	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
@@ -45,6 +46,10 @@ type Config struct {
 	// document excepted). Without it the API is plain TCP and every caller
 	// anonymous; node.Config insists that is asked for (Insecure).
 	TLS *pki.Source
+	// AccessLog, if set, records every access to a patient's consent before
+	// it happens; a log that cannot be written refuses the access unless it
+	// was opened fail-open.
+	AccessLog *audit.Log
 	// Insecure: no TLS, every caller anonymous and allowed. Reported in
 	// status and warned about at start.
 	Insecure bool
@@ -226,6 +231,7 @@ func New(cfg Config, reg Register, cl Cluster) (*Server, error) {
 		}, extra...)...)
 		consentv1.RegisterConsentServiceServer(g, &consentService{s: s})
 		consentv1.RegisterClusterServiceServer(g, &clusterService{s: s})
+		consentv1.RegisterAuditServiceServer(g, &auditService{s: s})
 		reflection.Register(g)
 		return g
 	}
@@ -365,6 +371,9 @@ func (s *Server) gatewayMux() (*runtime.ServeMux, error) {
 		return nil, err
 	}
 	if err := consentv1.RegisterClusterServiceHandler(ctx, mux, s.gwConn); err != nil {
+		return nil, err
+	}
+	if err := consentv1.RegisterAuditServiceHandler(ctx, mux, s.gwConn); err != nil {
 		return nil, err
 	}
 	return mux, nil

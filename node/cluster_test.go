@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/lmc-consent/consentd/cluster"
 	"github.com/lmc-consent/consentd/fsm"
@@ -262,6 +264,24 @@ func record(ctx context.Context, c consentv1.ConsentServiceClient, nhs, state, r
 	})
 }
 
+// recordRetrying retries a write whose outcome is unknown with the same
+// request id, as the API tells clients to: under -race on two cores a
+// 150 ms leader lease can lapse in the middle of 10,000 writes.
+func recordRetrying(ctx context.Context, c consentv1.ConsentServiceClient, nhs, state, reqID string) (*consentv1.RecordDecisionResponse, error) {
+	for {
+		resp, err := record(ctx, c, nhs, state, reqID)
+		switch status.Code(err) {
+		case codes.Unavailable, codes.DeadlineExceeded:
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		return resp, err
+	}
+}
+
 func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -425,7 +445,7 @@ func testLaggingFollowerCatchesUpBySnapshot(t *testing.T, tr transport) {
 			defer wg.Done()
 			c := tc.client(li)
 			for i := w; i < total; i += workers {
-				if _, err := record(ctx, c, fsm.TestNHSNumber(1000+i%500), []string{"dissent", "consent_core"}[i%2], fmt.Sprintf("snap-%d", i)); err != nil {
+				if _, err := recordRetrying(ctx, c, fsm.TestNHSNumber(1000+i%500), []string{"dissent", "consent_core"}[i%2], fmt.Sprintf("snap-%d", i)); err != nil {
 					errs <- fmt.Errorf("write %d: %w", i, err)
 					return
 				}

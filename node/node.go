@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/lmc-consent/consentd/api"
+	"github.com/lmc-consent/consentd/audit"
 	"github.com/lmc-consent/consentd/cluster"
 	"github.com/lmc-consent/consentd/fsm"
 	"github.com/lmc-consent/consentd/pki"
@@ -51,6 +52,9 @@ type Config struct {
 	// Insecure is plain TCP on every listener and anonymous callers; it must
 	// be asked for when TLS is not set.
 	Insecure bool
+	// AccessLog is the per-node access log; Dir defaults to
+	// DataDir/access-log, Node to ID. It is always on.
+	AccessLog audit.Config
 	// GatherProcessMetrics adds Go runtime and process collectors; off for
 	// in-process clusters where every node would report the same process.
 	GatherProcessMetrics bool
@@ -102,6 +106,7 @@ type Node struct {
 	raft    *raftnode.Node
 	cluster *cluster.Cluster
 	api     *api.Server
+	access  *audit.Log
 	metrics *prometheus.Registry
 	// raftReady is raft once open: the TLS check of raft peers runs on
 	// transport goroutines that may start before Open returns.
@@ -161,7 +166,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.GatherProcessMetrics {
 		n.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
+	alc := cfg.AccessLog
+	if alc.Dir == "" {
+		alc.Dir = filepath.Join(cfg.DataDir, "access-log")
+	}
+	alc.Node, alc.Logger = cfg.ID, log
+	if n.access, err = audit.Open(alc); err != nil {
+		return nil, err
+	}
 	ac := cfg.API
+	ac.AccessLog = n.access
 	ac.GRPCAddr, ac.HTTPAddr, ac.Insecure, ac.Version, ac.Logger, ac.Metrics = cfg.GRPCAddr, cfg.HTTPAddr, cfg.Insecure, cfg.Version, log, n.metrics
 	ac.TLS = cfg.TLS
 	n.api, err = api.New(ac, n.store, n.cluster)
@@ -243,6 +257,9 @@ func (n *Node) Kill() error {
 		errs = append(errs, n.cluster.Close())
 	}
 	errs = append(errs, n.raft.Kill(), n.store.Close())
+	if n.access != nil {
+		errs = append(errs, n.access.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -259,6 +276,9 @@ func (n *Node) close(ctx context.Context) error {
 	}
 	if n.store != nil {
 		errs = append(errs, n.store.Close())
+	}
+	if n.access != nil {
+		errs = append(errs, n.access.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -89,6 +89,8 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		peerCAFile    = fs.String("peer-ca-file", "", "CA for raft and node-to-node calls, if different (then all three --peer-* flags)")
 		peerCertFile  = fs.String("peer-cert-file", "", "certificate for raft and node-to-node calls, if different")
 		peerKeyFile   = fs.String("peer-key-file", "", "key of --peer-cert-file")
+		accessDir     = fs.String("access-log-dir", "", "where the access log is kept (default DATA-DIR/access-log)")
+		accessOpen    = fs.Bool("access-log-fail-open", false, "serve requests even when the access log cannot be written (default: refuse them, as Vault does)")
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat     = fs.String("log-format", "text", "text or json")
 		snapThreshold = fs.Uint64("snapshot-threshold", 8192, "log entries between snapshots")
@@ -140,6 +142,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 	cfg.Raft.SnapshotThreshold = *snapThreshold
 	cfg.Raft.TrailingLogs = *trailingLogs
 	cfg.Raft.SnapshotInterval = *snapInterval
+	cfg.AccessLog.Dir, cfg.AccessLog.FailOpen = *accessDir, *accessOpen
 	cfg.Raft.HeartbeatTimeout = *heartbeat
 	cfg.Raft.ElectionTimeout = *election
 	if *heartbeat < time.Second {

@@ -2023,6 +2023,365 @@ func (x *RemoveMemberResponse) GetMembers() []*Member {
 	return nil
 }
 
+type ListAccessRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Filters; empty means any.
+	NhsNumber string `protobuf:"bytes,1,opt,name=nhs_number,json=nhsNumber,proto3" json:"nhs_number,omitempty"`
+	Org       string `protobuf:"bytes,2,opt,name=org,proto3" json:"org,omitempty"`
+	Subject   string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	// since is inclusive, until exclusive.
+	Since *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	Until *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=until,proto3" json:"until,omitempty"`
+	// At most 1,000; default 100.
+	PageSize      int32  `protobuf:"varint,6,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAccessRequest) Reset() {
+	*x = ListAccessRequest{}
+	mi := &file_consent_v1_consent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAccessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAccessRequest) ProtoMessage() {}
+
+func (x *ListAccessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_consent_v1_consent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAccessRequest.ProtoReflect.Descriptor instead.
+func (*ListAccessRequest) Descriptor() ([]byte, []int) {
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListAccessRequest) GetNhsNumber() string {
+	if x != nil {
+		return x.NhsNumber
+	}
+	return ""
+}
+
+func (x *ListAccessRequest) GetOrg() string {
+	if x != nil {
+		return x.Org
+	}
+	return ""
+}
+
+func (x *ListAccessRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *ListAccessRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListAccessRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *ListAccessRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAccessRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type AccessCaller struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	Org           string                 `protobuf:"bytes,2,opt,name=org,proto3" json:"org,omitempty"`
+	Role          string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessCaller) Reset() {
+	*x = AccessCaller{}
+	mi := &file_consent_v1_consent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessCaller) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessCaller) ProtoMessage() {}
+
+func (x *AccessCaller) ProtoReflect() protoreflect.Message {
+	mi := &file_consent_v1_consent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessCaller.ProtoReflect.Descriptor instead.
+func (*AccessCaller) Descriptor() ([]byte, []int) {
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *AccessCaller) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *AccessCaller) GetOrg() string {
+	if x != nil {
+		return x.Org
+	}
+	return ""
+}
+
+func (x *AccessCaller) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+type AccessEntry struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Seq    uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Time   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Node   string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Caller *AccessCaller          `protobuf:"bytes,4,opt,name=caller,proto3" json:"caller,omitempty"`
+	Method string                 `protobuf:"bytes,5,opt,name=method,proto3" json:"method,omitempty"`
+	// read | write | check | history | admin | audit
+	Operation  string   `protobuf:"bytes,6,opt,name=operation,proto3" json:"operation,omitempty"`
+	NhsNumbers []string `protobuf:"bytes,7,rep,name=nhs_numbers,json=nhsNumbers,proto3" json:"nhs_numbers,omitempty"`
+	Kind       string   `protobuf:"bytes,8,opt,name=kind,proto3" json:"kind,omitempty"`
+	// allowed | denied | error
+	Outcome   string `protobuf:"bytes,9,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Code      string `protobuf:"bytes,10,opt,name=code,proto3" json:"code,omitempty"`
+	RequestId string `protobuf:"bytes,11,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Remote    string `protobuf:"bytes,12,opt,name=remote,proto3" json:"remote,omitempty"`
+	// grpc | rest
+	Transport     string `protobuf:"bytes,13,opt,name=transport,proto3" json:"transport,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessEntry) Reset() {
+	*x = AccessEntry{}
+	mi := &file_consent_v1_consent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessEntry) ProtoMessage() {}
+
+func (x *AccessEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_consent_v1_consent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessEntry.ProtoReflect.Descriptor instead.
+func (*AccessEntry) Descriptor() ([]byte, []int) {
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *AccessEntry) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AccessEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AccessEntry) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AccessEntry) GetCaller() *AccessCaller {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
+func (x *AccessEntry) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *AccessEntry) GetOperation() string {
+	if x != nil {
+		return x.Operation
+	}
+	return ""
+}
+
+func (x *AccessEntry) GetNhsNumbers() []string {
+	if x != nil {
+		return x.NhsNumbers
+	}
+	return nil
+}
+
+func (x *AccessEntry) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AccessEntry) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *AccessEntry) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *AccessEntry) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AccessEntry) GetRemote() string {
+	if x != nil {
+		return x.Remote
+	}
+	return ""
+}
+
+func (x *AccessEntry) GetTransport() string {
+	if x != nil {
+		return x.Transport
+	}
+	return ""
+}
+
+type ListAccessResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*AccessEntry         `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The node whose log this is.
+	Node          string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAccessResponse) Reset() {
+	*x = ListAccessResponse{}
+	mi := &file_consent_v1_consent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAccessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAccessResponse) ProtoMessage() {}
+
+func (x *ListAccessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_consent_v1_consent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAccessResponse.ProtoReflect.Descriptor instead.
+func (*ListAccessResponse) Descriptor() ([]byte, []int) {
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListAccessResponse) GetEntries() []*AccessEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListAccessResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListAccessResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 var File_consent_v1_consent_proto protoreflect.FileDescriptor
 
 const file_consent_v1_consent_proto_rawDesc = "" +
@@ -2203,14 +2562,52 @@ const file_consent_v1_consent_proto_rawDesc = "" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"D\n" +
 	"\x14RemoveMemberResponse\x12,\n" +
-	"\amembers\x18\x01 \x03(\v2\x12.consent.v1.MemberR\amembers2\x94\x04\n" +
+	"\amembers\x18\x01 \x03(\v2\x12.consent.v1.MemberR\amembers\"\xfe\x01\n" +
+	"\x11ListAccessRequest\x12\x1d\n" +
+	"\n" +
+	"nhs_number\x18\x01 \x01(\tR\tnhsNumber\x12\x10\n" +
+	"\x03org\x18\x02 \x01(\tR\x03org\x12\x18\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x1b\n" +
+	"\tpage_size\x18\x06 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\a \x01(\tR\tpageToken\"N\n" +
+	"\fAccessCaller\x12\x18\n" +
+	"\asubject\x18\x01 \x01(\tR\asubject\x12\x10\n" +
+	"\x03org\x18\x02 \x01(\tR\x03org\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\"\x83\x03\n" +
+	"\vAccessEntry\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x120\n" +
+	"\x06caller\x18\x04 \x01(\v2\x18.consent.v1.AccessCallerR\x06caller\x12\x16\n" +
+	"\x06method\x18\x05 \x01(\tR\x06method\x12\x1c\n" +
+	"\toperation\x18\x06 \x01(\tR\toperation\x12\x1f\n" +
+	"\vnhs_numbers\x18\a \x03(\tR\n" +
+	"nhsNumbers\x12\x12\n" +
+	"\x04kind\x18\b \x01(\tR\x04kind\x12\x18\n" +
+	"\aoutcome\x18\t \x01(\tR\aoutcome\x12\x12\n" +
+	"\x04code\x18\n" +
+	" \x01(\tR\x04code\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\v \x01(\tR\trequestId\x12\x16\n" +
+	"\x06remote\x18\f \x01(\tR\x06remote\x12\x1c\n" +
+	"\ttransport\x18\r \x01(\tR\ttransport\"\x83\x01\n" +
+	"\x12ListAccessResponse\x121\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.consent.v1.AccessEntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node2\x94\x04\n" +
 	"\x0eConsentService\x12W\n" +
 	"\x0eRecordDecision\x12!.consent.v1.RecordDecisionRequest\x1a\".consent.v1.RecordDecisionResponse\x12c\n" +
 	"\x12MarkEnteredInError\x12%.consent.v1.MarkEnteredInErrorRequest\x1a&.consent.v1.MarkEnteredInErrorResponse\x12N\n" +
 	"\vGetConsents\x12\x1e.consent.v1.GetConsentsRequest\x1a\x1f.consent.v1.GetConsentsResponse\x12T\n" +
 	"\rListDecisions\x12 .consent.v1.ListDecisionsRequest\x1a!.consent.v1.ListDecisionsResponse\x12T\n" +
 	"\rCheckConsents\x12 .consent.v1.CheckConsentsRequest\x1a!.consent.v1.CheckConsentsResponse\x12H\n" +
-	"\tListKinds\x12\x1c.consent.v1.ListKindsRequest\x1a\x1d.consent.v1.ListKindsResponse2\xf7\x01\n" +
+	"\tListKinds\x12\x1c.consent.v1.ListKindsRequest\x1a\x1d.consent.v1.ListKindsResponse2[\n" +
+	"\fAuditService\x12K\n" +
+	"\n" +
+	"ListAccess\x12\x1d.consent.v1.ListAccessRequest\x1a\x1e.consent.v1.ListAccessResponse2\xf7\x01\n" +
 	"\x0eClusterService\x12H\n" +
 	"\tGetStatus\x12\x1c.consent.v1.GetStatusRequest\x1a\x1d.consent.v1.GetStatusResponse\x12H\n" +
 	"\tAddMember\x12\x1c.consent.v1.AddMemberRequest\x1a\x1d.consent.v1.AddMemberResponse\x12Q\n" +
@@ -2228,7 +2625,7 @@ func file_consent_v1_consent_proto_rawDescGZIP() []byte {
 	return file_consent_v1_consent_proto_rawDescData
 }
 
-var file_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_consent_v1_consent_proto_goTypes = []any{
 	(*DecisionMaker)(nil),              // 0: consent.v1.DecisionMaker
 	(*RecordedBy)(nil),                 // 1: consent.v1.RecordedBy
@@ -2259,18 +2656,22 @@ var file_consent_v1_consent_proto_goTypes = []any{
 	(*AddMemberResponse)(nil),          // 26: consent.v1.AddMemberResponse
 	(*RemoveMemberRequest)(nil),        // 27: consent.v1.RemoveMemberRequest
 	(*RemoveMemberResponse)(nil),       // 28: consent.v1.RemoveMemberResponse
-	(*timestamppb.Timestamp)(nil),      // 29: google.protobuf.Timestamp
+	(*ListAccessRequest)(nil),          // 29: consent.v1.ListAccessRequest
+	(*AccessCaller)(nil),               // 30: consent.v1.AccessCaller
+	(*AccessEntry)(nil),                // 31: consent.v1.AccessEntry
+	(*ListAccessResponse)(nil),         // 32: consent.v1.ListAccessResponse
+	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
 }
 var file_consent_v1_consent_proto_depIdxs = []int32{
-	29, // 0: consent.v1.EnteredInError.recorded_at:type_name -> google.protobuf.Timestamp
+	33, // 0: consent.v1.EnteredInError.recorded_at:type_name -> google.protobuf.Timestamp
 	1,  // 1: consent.v1.EnteredInError.recorded_by:type_name -> consent.v1.RecordedBy
-	29, // 2: consent.v1.Decision.effective_from:type_name -> google.protobuf.Timestamp
-	29, // 3: consent.v1.Decision.recorded_at:type_name -> google.protobuf.Timestamp
+	33, // 2: consent.v1.Decision.effective_from:type_name -> google.protobuf.Timestamp
+	33, // 3: consent.v1.Decision.recorded_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: consent.v1.Decision.decision_maker:type_name -> consent.v1.DecisionMaker
 	1,  // 5: consent.v1.Decision.recorded_by:type_name -> consent.v1.RecordedBy
 	2,  // 6: consent.v1.Decision.entered_in_error:type_name -> consent.v1.EnteredInError
-	29, // 7: consent.v1.Consent.effective_from:type_name -> google.protobuf.Timestamp
-	29, // 8: consent.v1.RecordDecisionRequest.effective_from:type_name -> google.protobuf.Timestamp
+	33, // 7: consent.v1.Consent.effective_from:type_name -> google.protobuf.Timestamp
+	33, // 8: consent.v1.RecordDecisionRequest.effective_from:type_name -> google.protobuf.Timestamp
 	0,  // 9: consent.v1.RecordDecisionRequest.decision_maker:type_name -> consent.v1.DecisionMaker
 	3,  // 10: consent.v1.RecordDecisionResponse.decision:type_name -> consent.v1.Decision
 	4,  // 11: consent.v1.RecordDecisionResponse.consent:type_name -> consent.v1.Consent
@@ -2288,29 +2689,36 @@ var file_consent_v1_consent_proto_depIdxs = []int32{
 	23, // 23: consent.v1.GetStatusResponse.members:type_name -> consent.v1.Member
 	23, // 24: consent.v1.AddMemberResponse.members:type_name -> consent.v1.Member
 	23, // 25: consent.v1.RemoveMemberResponse.members:type_name -> consent.v1.Member
-	5,  // 26: consent.v1.ConsentService.RecordDecision:input_type -> consent.v1.RecordDecisionRequest
-	7,  // 27: consent.v1.ConsentService.MarkEnteredInError:input_type -> consent.v1.MarkEnteredInErrorRequest
-	10, // 28: consent.v1.ConsentService.GetConsents:input_type -> consent.v1.GetConsentsRequest
-	12, // 29: consent.v1.ConsentService.ListDecisions:input_type -> consent.v1.ListDecisionsRequest
-	14, // 30: consent.v1.ConsentService.CheckConsents:input_type -> consent.v1.CheckConsentsRequest
-	17, // 31: consent.v1.ConsentService.ListKinds:input_type -> consent.v1.ListKindsRequest
-	22, // 32: consent.v1.ClusterService.GetStatus:input_type -> consent.v1.GetStatusRequest
-	25, // 33: consent.v1.ClusterService.AddMember:input_type -> consent.v1.AddMemberRequest
-	27, // 34: consent.v1.ClusterService.RemoveMember:input_type -> consent.v1.RemoveMemberRequest
-	6,  // 35: consent.v1.ConsentService.RecordDecision:output_type -> consent.v1.RecordDecisionResponse
-	8,  // 36: consent.v1.ConsentService.MarkEnteredInError:output_type -> consent.v1.MarkEnteredInErrorResponse
-	11, // 37: consent.v1.ConsentService.GetConsents:output_type -> consent.v1.GetConsentsResponse
-	13, // 38: consent.v1.ConsentService.ListDecisions:output_type -> consent.v1.ListDecisionsResponse
-	16, // 39: consent.v1.ConsentService.CheckConsents:output_type -> consent.v1.CheckConsentsResponse
-	21, // 40: consent.v1.ConsentService.ListKinds:output_type -> consent.v1.ListKindsResponse
-	24, // 41: consent.v1.ClusterService.GetStatus:output_type -> consent.v1.GetStatusResponse
-	26, // 42: consent.v1.ClusterService.AddMember:output_type -> consent.v1.AddMemberResponse
-	28, // 43: consent.v1.ClusterService.RemoveMember:output_type -> consent.v1.RemoveMemberResponse
-	35, // [35:44] is the sub-list for method output_type
-	26, // [26:35] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	33, // 26: consent.v1.ListAccessRequest.since:type_name -> google.protobuf.Timestamp
+	33, // 27: consent.v1.ListAccessRequest.until:type_name -> google.protobuf.Timestamp
+	33, // 28: consent.v1.AccessEntry.time:type_name -> google.protobuf.Timestamp
+	30, // 29: consent.v1.AccessEntry.caller:type_name -> consent.v1.AccessCaller
+	31, // 30: consent.v1.ListAccessResponse.entries:type_name -> consent.v1.AccessEntry
+	5,  // 31: consent.v1.ConsentService.RecordDecision:input_type -> consent.v1.RecordDecisionRequest
+	7,  // 32: consent.v1.ConsentService.MarkEnteredInError:input_type -> consent.v1.MarkEnteredInErrorRequest
+	10, // 33: consent.v1.ConsentService.GetConsents:input_type -> consent.v1.GetConsentsRequest
+	12, // 34: consent.v1.ConsentService.ListDecisions:input_type -> consent.v1.ListDecisionsRequest
+	14, // 35: consent.v1.ConsentService.CheckConsents:input_type -> consent.v1.CheckConsentsRequest
+	17, // 36: consent.v1.ConsentService.ListKinds:input_type -> consent.v1.ListKindsRequest
+	29, // 37: consent.v1.AuditService.ListAccess:input_type -> consent.v1.ListAccessRequest
+	22, // 38: consent.v1.ClusterService.GetStatus:input_type -> consent.v1.GetStatusRequest
+	25, // 39: consent.v1.ClusterService.AddMember:input_type -> consent.v1.AddMemberRequest
+	27, // 40: consent.v1.ClusterService.RemoveMember:input_type -> consent.v1.RemoveMemberRequest
+	6,  // 41: consent.v1.ConsentService.RecordDecision:output_type -> consent.v1.RecordDecisionResponse
+	8,  // 42: consent.v1.ConsentService.MarkEnteredInError:output_type -> consent.v1.MarkEnteredInErrorResponse
+	11, // 43: consent.v1.ConsentService.GetConsents:output_type -> consent.v1.GetConsentsResponse
+	13, // 44: consent.v1.ConsentService.ListDecisions:output_type -> consent.v1.ListDecisionsResponse
+	16, // 45: consent.v1.ConsentService.CheckConsents:output_type -> consent.v1.CheckConsentsResponse
+	21, // 46: consent.v1.ConsentService.ListKinds:output_type -> consent.v1.ListKindsResponse
+	32, // 47: consent.v1.AuditService.ListAccess:output_type -> consent.v1.ListAccessResponse
+	24, // 48: consent.v1.ClusterService.GetStatus:output_type -> consent.v1.GetStatusResponse
+	26, // 49: consent.v1.ClusterService.AddMember:output_type -> consent.v1.AddMemberResponse
+	28, // 50: consent.v1.ClusterService.RemoveMember:output_type -> consent.v1.RemoveMemberResponse
+	41, // [41:51] is the sub-list for method output_type
+	31, // [31:41] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_consent_v1_consent_proto_init() }
@@ -2326,9 +2734,9 @@ func file_consent_v1_consent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_consent_v1_consent_proto_rawDesc), len(file_consent_v1_consent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   33,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_consent_v1_consent_proto_goTypes,
 		DependencyIndexes: file_consent_v1_consent_proto_depIdxs,
