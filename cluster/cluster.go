@@ -464,10 +464,20 @@ func (c *Cluster) addOnLeader(ctx context.Context, req *clusterv1.JoinRequest) e
 }
 
 func (c *Cluster) removeOnLeader(ctx context.Context, id string) error {
+	env := &commandv1.Envelope{Format: 1, Body: &commandv1.Envelope_RemoveNode{RemoveNode: &commandv1.RemoveNode{Id: id}}}
+	if id == c.cfg.NodeID {
+		// A leader removing itself shuts its raft down as soon as the change
+		// commits, so nothing can be applied through it afterwards: forget
+		// its addresses first, then leave, and report the removal done once
+		// raft has committed it.
+		if err := c.applyEnvelope(ctx, env); err != nil {
+			return err
+		}
+		return c.rn.RemoveMember(ctx, id)
+	}
 	if err := c.rn.RemoveMember(ctx, id); err != nil {
 		return err
 	}
-	env := &commandv1.Envelope{Format: 1, Body: &commandv1.Envelope_RemoveNode{RemoveNode: &commandv1.RemoveNode{Id: id}}}
 	return c.applyEnvelope(ctx, env)
 }
 

@@ -642,3 +642,95 @@ func TestRaftPortAdmitsOnlyMemberNodes(t *testing.T) {
 		})
 	}
 }
+
+// TestRemovingTheLeaderItself: the leader asked to remove itself answers
+// success once the change commits (it used to wait out the deadline), the
+// others elect a new leader and drop its address, and the removed node
+// still shuts down promptly (its raft had stopped under queued reads).
+func TestRemovingTheLeaderItself(t *testing.T) {
+	tc := startClusterOn(t, transport{name: "plain"}, 3)
+	li := tc.waitLeader(5 * time.Second)
+	id := tc.specs[li].ID
+	ctx := ctxT(t, 30*time.Second)
+	// Reads in flight on the leader while it leaves.
+	stopReads := make(chan struct{})
+	var readers sync.WaitGroup
+	for r := 0; r < 4; r++ {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for {
+				select {
+				case <-stopReads:
+					return
+				default:
+				}
+				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				tc.client(li).GetConsents(rctx, &consentv1.GetConsentsRequest{NhsNumber: fsm.TestNHSNumber(1)})
+				cancel()
+			}
+		}()
+	}
+	cc, err := grpc.NewClient(tc.specs[li].GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	start := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = consentv1.NewClusterServiceClient(cc).RemoveMember(rctx, &consentv1.RemoveMemberRequest{Id: id})
+	cancel()
+	if err != nil {
+		t.Fatalf("leader removing itself: %v after %v", err, time.Since(start))
+	}
+	close(stopReads)
+	readers.Wait()
+
+	others := []int{(li + 1) % 3, (li + 2) % 3}
+	waitFor(t, 10*time.Second, func() error {
+		for _, i := range others {
+			if tc.nodes[i].Raft().Status().Ready {
+				return nil
+			}
+		}
+		return errors.New("no new leader")
+	})
+	waitFor(t, 10*time.Second, func() error {
+		for _, i := range others {
+			ms, err := tc.nodes[i].Raft().Members()
+			if err != nil {
+				return err
+			}
+			for _, m := range ms {
+				if m.ID == id {
+					return fmt.Errorf("%s still sees %s as a member", tc.specs[i].ID, id)
+				}
+			}
+			nodes, err := tc.nodes[i].Store().Nodes()
+			if err != nil {
+				return err
+			}
+			for _, n := range nodes {
+				if n.GetId() == id {
+					return fmt.Errorf("%s still has %s's addresses", tc.specs[i].ID, id)
+				}
+			}
+		}
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		done <- tc.nodes[li].Shutdown(sctx)
+	}()
+	select {
+	case <-done:
+	case <-time.After(25 * time.Second):
+		t.Fatal("the removed leader did not shut down")
+	}
+	tc.nodes[li] = nil
+	if _, err := record(ctx, tc.client(others[0]), fsm.TestNHSNumber(2), "dissent", "after-remove"); err != nil {
+		t.Fatalf("write after the leader left: %v", err)
+	}
+}

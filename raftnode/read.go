@@ -157,7 +157,24 @@ func (n *Node) confirmReadIndex() (uint64, uint64, error) {
 		return 0, 0, ErrNotReady
 	}
 	idx := n.raft.CommitIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
+	// hashicorp/raft never answers a VerifyLeader queued just before the
+	// leader shut itself down (removed from the configuration), so the wait
+	// is bounded: a read that cannot be confirmed in time is retried like
+	// any other "not leader".
+	verified := make(chan error, 1)
+	vf := n.raft.VerifyLeader()
+	go func() { verified <- vf.Error() }()
+	timer := time.NewTimer(2 * n.cfg.ElectionTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case err = <-verified:
+	case <-n.closed:
+		return 0, 0, ErrShutdown
+	case <-timer.C:
+		err = errors.New("leadership not confirmed within two election timeouts")
+	}
+	if err != nil {
 		if errors.Is(err, raft.ErrRaftShutdown) {
 			return 0, 0, ErrShutdown
 		}
