@@ -24,13 +24,42 @@ func snapshotHeader() []byte { return append([]byte(snapshotMagic), snapshotForm
 // writes is the register at exactly that applied index, however much is
 // applied while it is written.
 type snapshot struct {
+	store *Store
+	mu    sync.Mutex // guards state and the end of tx
+	state snapState
 	tx    *bolt.Tx
-	close sync.Once
 	err   error
 }
 
+type snapState int
+
+const (
+	snapIdle    snapState = iota // taken, not being written
+	snapWriting                  // WriteTo in progress
+	snapAborted                  // released early by Restore or Close
+	snapClosed
+)
+
+// errSnapshotAborted is what a snapshot's writer gets after a restore or
+// close gave its read transaction up; raft just tries a later snapshot.
+var errSnapshotAborted = errors.New("fsm: snapshot abandoned: the register was restored or closed before it was written")
+
 // WriteTo writes the header and the database as the transaction sees it.
 func (sn *snapshot) WriteTo(w io.Writer) (int64, error) {
+	sn.mu.Lock()
+	if sn.state != snapIdle {
+		sn.mu.Unlock()
+		return 0, errSnapshotAborted
+	}
+	sn.state = snapWriting
+	sn.mu.Unlock()
+	defer func() {
+		sn.mu.Lock()
+		if sn.state == snapWriting {
+			sn.state = snapIdle
+		}
+		sn.mu.Unlock()
+	}()
 	n, err := w.Write(snapshotHeader())
 	if err != nil {
 		return int64(n), fmt.Errorf("fsm: write snapshot header: %w", err)
@@ -42,15 +71,24 @@ func (sn *snapshot) WriteTo(w io.Writer) (int64, error) {
 	return int64(n) + m, nil
 }
 
-// Close releases the read transaction; Close and Restore of the Store wait
-// for it.
+// Close releases the read transaction.
 func (sn *snapshot) Close() error {
-	sn.close.Do(func() { sn.err = sn.tx.Rollback() })
+	// Forgotten first: abortIdleSnapshots takes the store's list before a
+	// snapshot's own lock, so this must not hold the latter while taking
+	// the former.
+	sn.store.forgetSnapshot(sn)
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	switch sn.state {
+	case snapIdle, snapWriting:
+		sn.err = sn.tx.Rollback()
+	}
+	sn.state = snapClosed
 	return sn.err
 }
 
 // Snapshot captures a point-in-time view. The returned value also implements
-// io.Closer, which releases it. Until it is closed, Close and Restore wait.
+// io.Closer, which releases it.
 func (s *Store) Snapshot() (io.WriterTo, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -61,7 +99,40 @@ func (s *Store) Snapshot() (io.WriterTo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fsm: snapshot: %w", err)
 	}
-	return &snapshot{tx: tx}, nil
+	sn := &snapshot{store: s, tx: tx}
+	s.snapMu.Lock()
+	if s.snaps == nil {
+		s.snaps = map[*snapshot]struct{}{}
+	}
+	s.snaps[sn] = struct{}{}
+	s.snapMu.Unlock()
+	return sn, nil
+}
+
+func (s *Store) forgetSnapshot(sn *snapshot) {
+	s.snapMu.Lock()
+	delete(s.snaps, sn)
+	s.snapMu.Unlock()
+}
+
+// abortIdleSnapshots gives up the read transactions of snapshots taken but
+// not being written. bbolt's Close waits for every read transaction, and
+// hashicorp/raft can hold a taken snapshot while its main loop waits for the
+// very restore that would be waiting here: a deadlock (seen in the Jepsen
+// kill-snapshot runs). A snapshot being written finishes on its own, so
+// that one is waited for.
+func (s *Store) abortIdleSnapshots() {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	for sn := range s.snaps {
+		sn.mu.Lock()
+		if sn.state == snapIdle {
+			sn.err = sn.tx.Rollback()
+			sn.state = snapAborted
+			delete(s.snaps, sn)
+		}
+		sn.mu.Unlock()
+	}
 }
 
 // Restore replaces the whole register atomically with a snapshot's content.
@@ -89,6 +160,7 @@ func (s *Store) Restore(r io.Reader) error {
 		return err
 	}
 
+	s.abortIdleSnapshots()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {

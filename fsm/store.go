@@ -105,6 +105,10 @@ type Store struct {
 	mu      sync.RWMutex
 	db      *bolt.DB
 	applied atomic.Uint64
+
+	// snaps are the snapshots not yet released; see abortIdleSnapshots.
+	snapMu sync.Mutex
+	snaps  map[*snapshot]struct{}
 }
 
 // Open opens or creates the register at cfg.Path.
@@ -207,6 +211,7 @@ func readApplied(meta *bolt.Bucket) (uint64, error) {
 
 // Close closes the database. It waits for open snapshots to be closed.
 func (s *Store) Close() error {
+	s.abortIdleSnapshots()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {
