@@ -93,6 +93,8 @@ func (s *Server) identify(ctx context.Context) (pki.Identity, error) {
 // access log first.
 func (s *Server) authorise(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if s.cfg.TLS == nil {
+		// No identity, so no per-caller limit either: plain TCP is for
+		// development and tests, which drive the register hard on purpose.
 		if err := s.logAccess(ctx, pki.Identity{}, info.FullMethod, req, nil); err != nil {
 			return nil, err
 		}
@@ -101,6 +103,9 @@ func (s *Server) authorise(ctx context.Context, req any, info *grpc.UnaryServerI
 	id, err := s.identify(ctx)
 	if err == nil {
 		err = allowed(id, info.FullMethod, req)
+	}
+	if err == nil {
+		err = s.limit(id)
 	}
 	if lerr := s.logAccess(ctx, id, info.FullMethod, req, err); lerr != nil && err == nil {
 		err = lerr

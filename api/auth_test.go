@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -47,6 +48,11 @@ func writeLeaf(t *testing.T, dir, name string, l pki.Leaf) {
 
 func newTLSWorld(t *testing.T) *tlsWorld {
 	t.Helper()
+	return newTLSWorldWith(t)
+}
+
+func newTLSWorldWith(t *testing.T, tweak ...func(*Config)) *tlsWorld {
+	t.Helper()
 	ca, err := pki.NewCA(testCluster, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +86,7 @@ func newTLSWorld(t *testing.T) *tlsWorld {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { access.Close() })
-	h := newHarness(t, fakeBackend, func(c *Config) { c.Insecure, c.TLS, c.AccessLog = false, src, access })
+	h := newHarness(t, fakeBackend, append([]func(*Config){func(c *Config) { c.Insecure, c.TLS, c.AccessLog = false, src, access }}, tweak...)...)
 	h.base = "https://" + h.srv.HTTPAddr()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca.PEM)
@@ -100,8 +106,8 @@ func (w *tlsWorld) clientTLS(name string) *tls.Config {
 	return c
 }
 
-// rest calls the REST API holding name's certificate ("" for none).
-func (w *tlsWorld) rest(name, method, path, body string, header ...string) restReply {
+// restResp calls the REST API holding name's certificate ("" for none).
+func (w *tlsWorld) restResp(name, method, path, body string, header ...string) *http.Response {
 	w.t.Helper()
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: w.clientTLS(name)}}
 	defer client.CloseIdleConnections()
@@ -114,9 +120,18 @@ func (w *tlsWorld) rest(name, method, path, body string, header ...string) restR
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return restReply{code: -1, raw: []byte(err.Error())}
+		return &http.Response{StatusCode: -1, Body: io.NopCloser(strings.NewReader(err.Error()))}
 	}
-	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(raw))
+	return resp
+}
+
+// rest is restResp with the body decoded.
+func (w *tlsWorld) rest(name, method, path, body string, header ...string) restReply {
+	w.t.Helper()
+	resp := w.restResp(name, method, path, body, header...)
 	raw, _ := io.ReadAll(resp.Body)
 	r := restReply{code: resp.StatusCode, raw: raw}
 	json.Unmarshal(raw, &r.body)

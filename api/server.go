@@ -76,6 +76,15 @@ type Config struct {
 	IdleTimeout       time.Duration
 	// MaxRecvMsgSize bounds a gRPC request message.
 	MaxRecvMsgSize int
+	// RateLimit is each authenticated caller's sustained requests per
+	// second and RateBurst how many it may send at once; a negative
+	// RateLimit turns limiting off. Plain TCP (no identities) is not limited.
+	RateLimit float64
+	RateBurst int
+	// MaxConcurrentStreams bounds the calls in flight on one gRPC
+	// connection; MaxConnections the open connections per listener.
+	MaxConcurrentStreams uint32
+	MaxConnections       int
 	// Version is reported by GetStatus.
 	Version string
 	Logger  *slog.Logger
@@ -105,9 +114,15 @@ func DefaultConfig() Config {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxRecvMsgSize:    1 << 20,
-		Logger:            slog.New(slog.DiscardHandler),
-		Metrics:           prometheus.NewRegistry(),
-		Now:               time.Now,
+		// A practice checks consent before each upload: tens per second at
+		// surgery opening is normal, hundreds is a loop.
+		RateLimit:            200,
+		RateBurst:            400,
+		MaxConcurrentStreams: 256,
+		MaxConnections:       4096,
+		Logger:               slog.New(slog.DiscardHandler),
+		Metrics:              prometheus.NewRegistry(),
+		Now:                  time.Now,
 	}
 }
 
@@ -125,6 +140,10 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.WriteTimeout, d.WriteTimeout)
 	orDefault(&c.IdleTimeout, d.IdleTimeout)
 	orDefault(&c.MaxRecvMsgSize, d.MaxRecvMsgSize)
+	orDefault(&c.RateLimit, d.RateLimit)
+	orDefault(&c.RateBurst, d.RateBurst)
+	orDefault(&c.MaxConcurrentStreams, d.MaxConcurrentStreams)
+	orDefault(&c.MaxConnections, d.MaxConnections)
 	orDefault(&c.Logger, d.Logger)
 	orDefault(&c.Metrics, d.Metrics)
 	if c.Now == nil {
@@ -176,6 +195,12 @@ func (c Config) Validate() error {
 	if c.TLS != nil && c.Insecure {
 		bad("TLS and Insecure are exclusive")
 	}
+	if c.RateLimit > 0 && c.RateBurst < 1 {
+		bad("RateBurst %d: must be at least 1 when RateLimit is on", c.RateBurst)
+	}
+	if c.MaxConnections < 1 {
+		bad("MaxConnections %d: must be at least 1", c.MaxConnections)
+	}
 	if c.Logger == nil {
 		bad("Logger is required")
 	}
@@ -195,6 +220,7 @@ type Server struct {
 	reg     Register
 	cl      Cluster
 	metrics *serverMetrics
+	limiter *limiter // nil when rate limiting is off
 	grpc    *grpc.Server
 	// gwGRPC serves the same services, with the same interceptors, on
 	// internal: the in-process listener the gateway dials. It is separate
@@ -218,6 +244,9 @@ func New(cfg Config, reg Register, cl Cluster) (*Server, error) {
 		return nil, errors.New("api: a Register and a Cluster are required")
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: reg, cl: cl, internal: newPipeListener()}
+	if cfg.RateLimit > 0 {
+		s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.Now)
+	}
 	var err error
 	if s.metrics, err = newServerMetrics(cfg.Metrics); err != nil {
 		return nil, err
@@ -226,6 +255,7 @@ func New(cfg Config, reg Register, cl Cluster) (*Server, error) {
 		g := grpc.NewServer(append([]grpc.ServerOption{
 			grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 			grpc.ConnectionTimeout(10 * time.Second),
+			grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 			grpc.ChainUnaryInterceptor(s.unaryInterceptors()...),
 			grpc.ChainStreamInterceptor(s.authoriseStream),
 		}, extra...)...)
@@ -281,6 +311,8 @@ func (s *Server) Start() error {
 		grpcLn.Close()
 		return fmt.Errorf("api: http listen: %w", err)
 	}
+	// Limited below TLS: net/http must still see a *tls.Conn to fill r.TLS.
+	grpcLn, httpLn = limitListener(grpcLn, s.cfg.MaxConnections), limitListener(httpLn, s.cfg.MaxConnections)
 	if s.cfg.TLS != nil {
 		// A certificate is optional at the handshake so that probes reach
 		// /livez and /readyz; every API call still needs one.
@@ -411,6 +443,11 @@ var jsonFieldErrors = []*regexp.Regexp{
 // marshal and names the field at fault, then writes the default
 // {code, message, details} body.
 func gatewayError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	if st, ok := status.FromError(err); ok {
+		if ra := retryAfter(st); ra != "" {
+			w.Header().Set("Retry-After", ra)
+		}
+	}
 	if st, ok := status.FromError(err); ok && len(st.Details()) == 0 {
 		st = status.New(st.Code(), validUTF8(st.Message()))
 		if st.Code() == codes.InvalidArgument {

@@ -89,6 +89,8 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		peerCAFile    = fs.String("peer-ca-file", "", "CA for raft and node-to-node calls, if different (then all three --peer-* flags)")
 		peerCertFile  = fs.String("peer-cert-file", "", "certificate for raft and node-to-node calls, if different")
 		peerKeyFile   = fs.String("peer-key-file", "", "key of --peer-cert-file")
+		rateLimit     = fs.Float64("rate-limit", 200, "requests per second each caller (organisation and user) may sustain; -1 turns limiting off")
+		rateBurst     = fs.Int("rate-burst", 400, "requests a caller may send at once above --rate-limit")
 		accessDir     = fs.String("access-log-dir", "", "where the access log is kept (default DATA-DIR/access-log)")
 		accessOpen    = fs.Bool("access-log-fail-open", false, "serve requests even when the access log cannot be written (default: refuse them, as Vault does)")
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
@@ -143,6 +145,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 	cfg.Raft.TrailingLogs = *trailingLogs
 	cfg.Raft.SnapshotInterval = *snapInterval
 	cfg.AccessLog.Dir, cfg.AccessLog.FailOpen = *accessDir, *accessOpen
+	cfg.API.RateLimit, cfg.API.RateBurst = *rateLimit, *rateBurst
 	cfg.Raft.HeartbeatTimeout = *heartbeat
 	cfg.Raft.ElectionTimeout = *election
 	if *heartbeat < time.Second {
