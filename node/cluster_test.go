@@ -49,6 +49,8 @@ func fastRaft(c *node.Config) {
 	c.Raft.ElectionTimeout = 300 * time.Millisecond
 	c.Raft.LeaderLeaseTimeout = 150 * time.Millisecond
 	c.Cluster.PublishInterval = 200 * time.Millisecond
+	// The tests write as one caller from many goroutines on purpose.
+	c.API.RateLimit = -1
 }
 
 // testLogger shows node logs when CONSENTD_TEST_LOG is set (debug, info...).
