@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/lmc-consent/consentd/fsm"
+	"github.com/lmc-consent/consentd/internal/broken"
 	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
 	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
 )
@@ -143,6 +144,10 @@ func (s *Server) propose(ctx context.Context, env *commandv1.Envelope) (*command
 	b, err := fsm.EncodeCommand(env)
 	if err != nil {
 		return nil, err
+	}
+	if rd := env.GetRecordDecision(); rd != nil && broken.On(broken.AckBeforeCommit) {
+		// Broken on purpose: answer from a prediction while the proposal is still in flight.
+		return s.ackBeforeCommit(ctx, b, rd)
 	}
 	res, err := s.cl.Apply(ctx, b)
 	if err != nil {

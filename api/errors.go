@@ -11,6 +11,7 @@ import (
 
 	"github.com/lmc-consent/consentd/cluster"
 	"github.com/lmc-consent/consentd/fsm"
+	"github.com/lmc-consent/consentd/internal/broken"
 	"github.com/lmc-consent/consentd/raftnode"
 )
 
@@ -56,6 +57,10 @@ func toStatus(err error) *status.Status {
 	for _, row := range errorTable {
 		if !errors.Is(err, row.target) {
 			continue
+		}
+		if row.target == raftnode.ErrOutcomeUnknown && broken.On(broken.UnknownAsFailure) {
+			// Broken on purpose: a write that may have committed is reported as one that did not.
+			return status.New(codes.FailedPrecondition, validUTF8(err.Error()))
 		}
 		if row.target == raftnode.ErrOutcomeUnknown {
 			return outcomeUnknown(err)

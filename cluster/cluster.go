@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/lmc-consent/consentd/internal/broken"
 	clusterv1 "github.com/lmc-consent/consentd/proto/cluster/v1"
 	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
 	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
@@ -251,7 +252,14 @@ func (c *Cluster) applyOnce(ctx context.Context, cmd []byte) (*commandv1.Result,
 	if err != nil {
 		return nil, err
 	}
-	resp, err := client.Apply(ctx, &clusterv1.ApplyRequest{Command: cmd})
+	var resp *clusterv1.ApplyResponse
+	if broken.On(broken.RetryWithoutDedup) {
+		// Broken on purpose: a forward that times out or has an unknown
+		// outcome is sent again under a fresh request id, so it may apply twice.
+		resp, err = c.forwardRetryingWithoutDedup(ctx, client, cmd)
+	} else {
+		resp, err = client.Apply(ctx, &clusterv1.ApplyRequest{Command: cmd})
+	}
 	if err != nil {
 		// The request may have reached the leader and been proposed.
 		return nil, fmt.Errorf("%w: forwarding to leader %s: %w", raftnode.ErrOutcomeUnknown, leader, err)

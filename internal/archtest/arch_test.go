@@ -6,6 +6,7 @@ package archtest
 import (
 	"encoding/json"
 	"os/exec"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -50,9 +51,11 @@ var allowed = []struct {
 	{pkg: "proto", ours: []string{"proto/"}},
 	{pkg: "fsm", ours: []string{"proto/command/"},
 		never: []string{"google.golang.org/grpc", "net/http", "net", "github.com/hashicorp/raft", "math/rand", "crypto/rand"}},
-	{pkg: "raftnode", ours: nil},
-	{pkg: "cluster", ours: []string{"raftnode", "proto/"}},
-	{pkg: "api", ours: []string{"fsm", "raftnode", "cluster", "proto/", "pki", "audit"},
+	// internal/broken is the deliberately broken variants' switch; which
+	// packages may hook it is narrower still, see TestBrokenHooks.
+	{pkg: "raftnode", ours: []string{"internal/broken"}},
+	{pkg: "cluster", ours: []string{"raftnode", "proto/", "internal/broken"}},
+	{pkg: "api", ours: []string{"fsm", "raftnode", "cluster", "proto/", "pki", "audit", "internal/broken"},
 		never: []string{"github.com/hashicorp/raft"}},
 	{pkg: "node", ours: []string{"fsm", "raftnode", "cluster", "api", "proto/", "pki", "audit"}},
 	// pki is standard library only: certificates and identities.
@@ -61,8 +64,13 @@ var allowed = []struct {
 	{pkg: "audit", ours: nil},
 	{pkg: "cmd/", ours: []string{""}},
 	{pkg: "e2e", ours: []string{"proto/", "fsm"}},
+	{pkg: "internal/broken", ours: nil},
 	{pkg: "internal/", ours: []string{""}},
 }
+
+// brokenHooks are the only packages whose production code may switch on a
+// broken variant (internal/broken); test files are not counted.
+var brokenHooks = map[string]bool{"raftnode": true, "cluster": true, "api": true}
 
 func rel(path string) string { return strings.TrimPrefix(strings.TrimPrefix(path, module), "/") }
 
@@ -101,6 +109,26 @@ func TestImportRules(t *testing.T) {
 			t.Errorf("package %s has no import rule here: add one", r)
 		}
 	}
+}
+
+func TestBrokenHooks(t *testing.T) {
+	for _, p := range listPackages(t) {
+		r := rel(p.ImportPath)
+		for _, imp := range p.Imports {
+			if rel(imp) == "internal/broken" && !brokenHooks[r] {
+				t.Errorf("%s imports internal/broken; only %v may hook a broken variant", r, sortedKeys(brokenHooks))
+			}
+		}
+	}
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func TestEveryPackageSaysWhatItOwns(t *testing.T) {
