@@ -1,8 +1,9 @@
 // Package jepsen owns consentd's Jepsen-style fault suite: real consentd
 // processes in network namespaces joined by a bridge, a seeded schedule of
 // nemeses (nftables partitions and packet loss, SIGSTOP pauses, SIGKILL
-// crashes, membership changes that replace a node under a fresh id), a workload of gRPC and REST clients recorded as an
-// invoke/ok/fail/info history, and the checkers that judge a run from its
+// crashes, membership changes that replace a node under a fresh id), a
+// workload of gRPC and REST clients recorded as an invoke/ok/fail/info
+// history, and the checkers that judge a run from its
 // saved report alone (linearizability with Porcupine, lost and aborted
 // writes, stale reads, history reads, convergence, liveness, node logs and
 // efficacy). cmd/consent-jepsen is its command-line runner.
