@@ -17,7 +17,7 @@ import (
 // and, when the linearizability check ran, the data for history.html.
 func Check(r *Report) (Results, *porcupine.LinearizationInfo) {
 	a := analyse(r)
-	res := Results{Scenario: r.Run.Scenario, Seed: r.Run.Seed, RecoveryMs: -1}
+	res := Results{Scenario: r.Run.Scenario, Seed: r.Run.Seed, TLS: r.Run.TLS, RecoveryMs: -1}
 	for _, c := range a.calls {
 		switch c.Status() {
 		case TypeOK:

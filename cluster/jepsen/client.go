@@ -3,6 +3,7 @@ package jepsen
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -115,9 +117,15 @@ type grpcAPI struct {
 	cluster consentv1.ClusterServiceClient
 }
 
-func newGRPCAPI(addr string, dial func(context.Context, string, string) (net.Conn, error)) (*grpcAPI, error) {
+// newGRPCAPI dials addr with mutual TLS when conf is set, plain TCP
+// otherwise.
+func newGRPCAPI(addr string, dial func(context.Context, string, string) (net.Conn, error), conf *tls.Config) (*grpcAPI, error) {
+	creds := insecure.NewCredentials()
+	if conf != nil {
+		creds = credentials.NewTLS(conf)
+	}
 	conn, err := grpc.NewClient("passthrough:///"+addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return dial(ctx, "tcp", a) }))
 	if err != nil {
 		return nil, err
@@ -174,9 +182,15 @@ type restAPI struct {
 	hc   *http.Client
 }
 
-func newRESTAPI(addr string, dial func(context.Context, string, string) (net.Conn, error)) *restAPI {
+// newRESTAPI talks https with conf as the client's TLS configuration when
+// conf is set, http otherwise.
+func newRESTAPI(addr string, dial func(context.Context, string, string) (net.Conn, error), conf *tls.Config) *restAPI {
 	tr := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}
-	return &restAPI{base: "http://" + addr, hc: &http.Client{Transport: tr}}
+	if conf == nil {
+		return &restAPI{base: "http://" + addr, hc: &http.Client{Transport: tr}}
+	}
+	tr.TLSClientConfig = conf
+	return &restAPI{base: "https://" + addr, hc: &http.Client{Transport: tr}}
 }
 
 var unmarshal = protojson.UnmarshalOptions{DiscardUnknown: true}

@@ -55,7 +55,11 @@ type Config struct {
 	// JoinTimeout bounds how long a node replaced by the membership nemesis
 	// may take to become a voter serving linearizable reads.
 	JoinTimeout time.Duration // default 90s
-	Logger      *slog.Logger
+	// TLS runs the nodes on mutual TLS, with a CA and certificates made by
+	// the binary's own `consentd certs` for the run, and every client with
+	// a caller certificate; false (the default) is plain TCP.
+	TLS    bool
+	Logger *slog.Logger
 }
 
 // WithDefaults fills zero fields.
@@ -226,7 +230,34 @@ func Scenarios() []Scenario {
 
 // CIScenarios are the four scenarios CI runs.
 func CIScenarios() []string {
-	return []string{"partition-leader-bridge", "pause-leader", "kill-snapshot", "mixed"}
+	var out []string
+	for _, r := range CIRuns() {
+		out = append(out, r.Scenario)
+	}
+	return out
+}
+
+// CIRun is one scenario run of the CI profile.
+type CIRun struct {
+	Scenario string
+	TLS      bool
+}
+
+// CIRuns are the runs CI makes: the CI scenarios, one of them over mutual
+// TLS (a fault mix of partitions only, so a TLS problem is not hidden
+// behind kills; "mixed" still runs those partitions on plain TCP).
+func CIRuns() []CIRun {
+	return []CIRun{{"partition-leader-bridge", true}, {"pause-leader", false}, {"kill-snapshot", false}, {"mixed", false}}
+}
+
+// CITLS says whether CI runs scenario over TLS.
+func CITLS(scenario string) bool {
+	for _, r := range CIRuns() {
+		if r.Scenario == scenario {
+			return r.TLS
+		}
+	}
+	return false
 }
 
 // LookupScenario finds a scenario by name.

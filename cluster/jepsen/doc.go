@@ -22,4 +22,13 @@
 // address is never in a set. Stale namespaces of the same prefix are removed
 // at start, and everything is torn down at the end, also on a signal; a
 // crashed runner's leftovers are removed by the next run's start.
+//
+// Transport. Nodes run on plain TCP (--insecure) unless Config.TLS is set:
+// then the binary's own `consentd certs` makes a CA and certificates in the
+// run's work dir (one per raft id a slot can hold, replacements included,
+// each valid for every node address), the nodes run with them and
+// --rate-limit -1, and every client presents a caller certificate: practice
+// for the workload, reader for the controller's status polls and final
+// reads, lmc-admin for membership changes. CI runs partition-leader-bridge
+// that way (CIRuns).
 package jepsen

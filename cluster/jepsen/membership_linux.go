@@ -140,12 +140,13 @@ func (r *runner) removeThroughAPI(ctx context.Context, i int, plan memberPlan, t
 	return false
 }
 
-// memberAPI connects to a slot's cluster API over proto.
+// memberAPI connects to a slot's cluster API over proto, as an LMC
+// administrator on TLS.
 func (r *runner) memberAPI(slot, proto string) (memberAPI, error) {
 	if proto == "grpc" {
-		return newGRPCAPI(r.nodes.addr(slot, grpcPort), r.dialer.DialContext)
+		return newGRPCAPI(r.nodes.addr(slot, grpcPort), r.dialer.DialContext, r.tls.admin)
 	}
-	return r.apis[slot], nil
+	return newRESTAPI(r.nodes.addr(slot, httpPort), r.dialer.DialContext, r.tls.admin), nil
 }
 
 // memberPresent decides whether id is still in the configuration: absent

@@ -14,7 +14,7 @@ import (
 func TestPartitionAfterReplacementUsesCurrentIDs(t *testing.T) {
 	slots := []string{"n1", "n2", "n3"}
 	topo := NewTopology("cjt", 99, slots, slog.New(slog.DiscardHandler))
-	nodes := newNodeSet(topo, "consentd", slots, t.TempDir(), t.TempDir(), Config{}.WithDefaults(), nil, func() int64 { return 0 })
+	nodes := newNodeSet(topo, "consentd", slots, t.TempDir(), t.TempDir(), "", Config{}.WithDefaults(), nil, func() int64 { return 0 })
 	r := &runner{topo: topo, nodes: nodes, ids: slots}
 
 	n2 := nodes.get("n2")

@@ -53,15 +53,17 @@ type nodeSet struct {
 	rec       func() int64
 	dataRoot  string
 	reportDir string
+	// certs holds the run's certificates; "" runs the nodes on plain TCP.
+	certs certDir
 
 	mu      sync.Mutex
 	exits   []string
 	retired []string
 }
 
-func newNodeSet(topo *Topology, bin string, ids []string, dataRoot, reportDir string, cfg Config, extra []string, clock func() int64) *nodeSet {
-	s := &nodeSet{topo: topo, bin: bin, rec: clock, dataRoot: dataRoot, reportDir: reportDir,
-		baseArgs: append([]string{"--insecure", "--log-level", "info",
+func newNodeSet(topo *Topology, bin string, ids []string, dataRoot, reportDir string, certs certDir, cfg Config, extra []string, clock func() int64) *nodeSet {
+	s := &nodeSet{topo: topo, bin: bin, rec: clock, dataRoot: dataRoot, reportDir: reportDir, certs: certs,
+		baseArgs: append([]string{"--log-level", "info",
 			"--heartbeat-timeout", cfg.HeartbeatTimeout.String(), "--election-timeout", cfg.ElectionTimeout.String()}, extra...)}
 	for _, id := range ids {
 		s.nodes = append(s.nodes, &nodeProc{slot: id, id: id, dataDir: filepath.Join(dataRoot, id), logPath: filepath.Join(reportDir, id+".log")})
@@ -186,6 +188,15 @@ func (s *nodeSet) startLocked(n *nodeProc, bootstrap bool, join []string) error 
 	}
 	args := append([]string{"--id", n.id, "--data-dir", n.dataDir,
 		"--raft-addr", s.addr(n.slot, raftPort), "--grpc-addr", s.addr(n.slot, grpcPort), "--http-addr", s.addr(n.slot, httpPort)}, s.baseArgs...)
+	if s.certs == "" {
+		args = append(args, "--insecure")
+	} else {
+		cert, _ := s.certs.node(n.id)
+		if _, err := os.Stat(cert); err != nil {
+			return fmt.Errorf("no certificate for %s (the run issued them up front): %w", n.id, err)
+		}
+		args = append(args, s.certs.nodeArgs(n.id)...)
+	}
 	if bootstrap {
 		args = append(args, "--bootstrap")
 	} else if len(join) > 0 {

@@ -135,6 +135,7 @@ type Final struct {
 type RunInfo struct {
 	Scenario          string   `json:"scenario"`
 	Seed              int64    `json:"seed"`
+	TLS               bool     `json:"tls,omitempty"`
 	Nodes             []string `json:"nodes"`
 	DurationMs        int64    `json:"durationMs"`
 	ElectionTimeoutMs int64    `json:"electionTimeoutMs"`
@@ -278,6 +279,7 @@ func (c *CheckResult) problem(format string, args ...any) {
 type Results struct {
 	Scenario      string        `json:"scenario"`
 	Seed          int64         `json:"seed"`
+	TLS           bool          `json:"tls,omitempty"`
 	Verdict       string        `json:"verdict"`
 	OK            int           `json:"ok"`
 	Fail          int           `json:"fail"`
@@ -297,8 +299,12 @@ func (r Results) Summary() string {
 	if r.RecoveryMs >= 0 {
 		rec = fmt.Sprintf("%dms", r.RecoveryMs)
 	}
-	return fmt.Sprintf("%s %s seed=%d ops ok=%d fail=%d info=%d leader-changes=%d recovery=%s [%s]",
-		strings.ToUpper(r.Verdict), r.Scenario, r.Seed, r.OK, r.Fail, r.Info, r.LeaderChanges, rec, strings.Join(parts, " "))
+	transport := ""
+	if r.TLS {
+		transport = " tls=on"
+	}
+	return fmt.Sprintf("%s %s seed=%d%s ops ok=%d fail=%d info=%d leader-changes=%d recovery=%s [%s]",
+		strings.ToUpper(r.Verdict), r.Scenario, r.Seed, transport, r.OK, r.Fail, r.Info, r.LeaderChanges, rec, strings.Join(parts, " "))
 }
 
 // Tally is the closing line over many scenarios: inconclusive counts as

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -63,7 +64,23 @@ func Run(ctx context.Context, cfg Config) (Results, error) {
 
 	extraArgs := append([]string(nil), sc.NodeArgs...)
 	schedule := GenerateSchedule(cfg.Seed, sc, ScheduleConfig{Duration: cfg.Duration, ElectionTimeout: cfg.ElectionTimeout})
-	runInfo := RunInfo{Scenario: sc.Name, Seed: cfg.Seed, Nodes: ids, DurationMs: cfg.Duration.Milliseconds(),
+	var certs certDir
+	var callers callerTLS
+	if cfg.TLS {
+		// In the work dir, not the report: the keys are of no use after the run.
+		certs = certDir(filepath.Join(dataRoot, "certs"))
+		var hosts []string
+		for _, id := range ids {
+			hosts = append(hosts, topo.IP(id))
+		}
+		if err := issueCerts(ctx, cfg.Binary, certs, certNodeIDs(ids, replacementsBound(schedule)), hosts); err != nil {
+			return Results{}, err
+		}
+		if callers, err = certs.callerTLS(); err != nil {
+			return Results{}, err
+		}
+	}
+	runInfo := RunInfo{Scenario: sc.Name, Seed: cfg.Seed, TLS: cfg.TLS, Nodes: ids, DurationMs: cfg.Duration.Milliseconds(),
 		ElectionTimeoutMs: cfg.ElectionTimeout.Milliseconds(), RecoveryBoundMs: cfg.RecoveryBound.Milliseconds(),
 		CheckTimeoutMs: cfg.CheckTimeout.Milliseconds(), NeedsLeaderChange: sc.NeedsLeaderChange && len(schedule) > 0,
 		NodeArgs: extraArgs, SnapshotStress: sc.SnapshotStress, Schedule: schedule}
@@ -77,13 +94,13 @@ func Run(ctx context.Context, cfg Config) (Results, error) {
 		return Results{}, err
 	}
 	defer rec.Close()
-	nodes := newNodeSet(topo, cfg.Binary, ids, dataRoot, cfg.ReportDir, cfg, extraArgs, rec.Now)
+	nodes := newNodeSet(topo, cfg.Binary, ids, dataRoot, cfg.ReportDir, certs, cfg, extraArgs, rec.Now)
 	defer nodes.killAllNow()
 
 	r := &runner{cfg: cfg, log: log, topo: topo, dialer: dialer, nodes: nodes, rec: rec, ids: ids, apis: map[string]*restAPI{},
-		pinnedGRPC: map[string][]*grpcAPI{}}
+		pinnedGRPC: map[string][]*grpcAPI{}, tls: callers}
 	for _, id := range ids {
-		r.apis[id] = newRESTAPI(nodes.addr(id, httpPort), dialer.DialContext)
+		r.apis[id] = newRESTAPI(nodes.addr(id, httpPort), dialer.DialContext, callers.control)
 	}
 	if err := r.startCluster(ctx); err != nil {
 		return Results{}, err
@@ -161,6 +178,18 @@ func Run(ctx context.Context, cfg Config) (Results, error) {
 	return CheckDir(cfg.ReportDir)
 }
 
+// issueCerts makes the run's CA and certificates with the binary under
+// test: one node certificate per raft id, each valid for every node
+// address, and the sample callers.
+func issueCerts(ctx context.Context, bin string, dir certDir, ids, hosts []string) error {
+	out, err := exec.CommandContext(ctx, bin, "certs", "--dir", string(dir),
+		"--nodes", strings.Join(ids, ","), "--hosts", strings.Join(hosts, ",")).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("consentd certs: %w\n%s", err, out)
+	}
+	return nil
+}
+
 // stopTimeout is how long a node may take to stop after SIGTERM: longer
 // than consentd's own 30s shutdown deadline.
 const stopTimeout = 35 * time.Second
@@ -175,8 +204,11 @@ type runner struct {
 	nem    *nemesisLog
 	// ids are the slots (namespaces) n1..nN; r.nodes.idOf maps one to the
 	// raft id of the process it holds now.
-	ids  []string
+	ids []string
+	// apis are the controller's: status polls, readiness and final reads.
 	apis map[string]*restAPI
+	// tls are the callers' client configurations; nil ones on plain TCP.
+	tls callerTLS
 	// pinnedGRPC are the gRPC connections of clients pinned to a slot,
 	// woken up when the slot gets a new process.
 	pinnedGRPC map[string][]*grpcAPI
@@ -279,7 +311,7 @@ func (r *runner) newClients(w *workload) ([]*wclient, error) {
 		}
 		for _, id := range c.nodes {
 			if proto == "grpc" {
-				g, err := newGRPCAPI(r.nodes.addr(id, grpcPort), r.dialer.DialContext)
+				g, err := newGRPCAPI(r.nodes.addr(id, grpcPort), r.dialer.DialContext, r.tls.workload)
 				if err != nil {
 					return nil, err
 				}
@@ -288,7 +320,7 @@ func (r *runner) newClients(w *workload) ([]*wclient, error) {
 					r.pinnedGRPC[id] = append(r.pinnedGRPC[id], g)
 				}
 			} else {
-				c.apis[id] = newRESTAPI(r.nodes.addr(id, httpPort), r.dialer.DialContext)
+				c.apis[id] = newRESTAPI(r.nodes.addr(id, httpPort), r.dialer.DialContext, r.tls.workload)
 			}
 		}
 		return c, nil

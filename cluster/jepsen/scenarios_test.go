@@ -10,10 +10,13 @@ import (
 	"time"
 )
 
-// TestCIScenarios runs the four CI scenarios against the real binary.
-// JEPSEN_DURATION (e.g. 15s) shortens the fault time for a quick local run,
-// JEPSEN_SCENARIOS picks scenarios (comma-separated), JEPSEN_SEED the seed
-// and JEPSEN_REPORT keeps the reports in that directory.
+// TestCIScenarios runs the four CI scenarios against the real binary,
+// partition-leader-bridge over mutual TLS (CIRuns). JEPSEN_DURATION (e.g.
+// 15s) shortens the fault time for a quick local run, JEPSEN_SCENARIOS
+// picks scenarios (comma-separated; each keeps the transport CI gives it),
+// JEPSEN_TLS (true or false) forces the transport of all, JEPSEN_SEED sets
+// the seed, JEPSEN_OCTET the subnet (default 78) and JEPSEN_REPORT keeps the
+// reports in that directory.
 func TestCIScenarios(t *testing.T) {
 	if testing.Short() {
 		t.Skip("jepsen scenarios take minutes; skipped in -short mode")
@@ -29,9 +32,29 @@ func TestCIScenarios(t *testing.T) {
 		}
 		duration = d
 	}
-	names := CIScenarios()
+	runs := CIRuns()
 	if v := os.Getenv("JEPSEN_SCENARIOS"); v != "" {
-		names = strings.Split(v, ",")
+		runs = nil
+		for _, name := range strings.Split(v, ",") {
+			runs = append(runs, CIRun{Scenario: name, TLS: CITLS(name)})
+		}
+	}
+	if v := os.Getenv("JEPSEN_TLS"); v != "" {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			t.Fatalf("JEPSEN_TLS: %v", err)
+		}
+		for i := range runs {
+			runs[i].TLS = on
+		}
+	}
+	octet := 78
+	if v := os.Getenv("JEPSEN_OCTET"); v != "" {
+		o, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("JEPSEN_OCTET: %v", err)
+		}
+		octet = o
 	}
 	seed := int64(1)
 	if v := os.Getenv("JEPSEN_SEED"); v != "" {
@@ -63,9 +86,13 @@ func TestCIScenarios(t *testing.T) {
 		t.Fatal(err)
 	}
 	var results []Results
-	for _, name := range names {
+	for _, run := range runs {
+		name := run.Scenario
+		if run.TLS {
+			name += "-tls"
+		}
 		t.Run(name, func(t *testing.T) {
-			cfg := Config{Scenario: name, Seed: seed, Duration: duration, Binary: bin, Octet: 78,
+			cfg := Config{Scenario: run.Scenario, Seed: seed, Duration: duration, Binary: bin, Octet: octet, TLS: run.TLS,
 				ReportDir: reports + "/" + name + "-" + strconv.FormatInt(seed, 10),
 				Logger:    slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 			res, err := Run(context.WithoutCancel(ctx), cfg)

@@ -8,13 +8,17 @@
 //	go run ./cmd/consent-jepsen -scenario pause-leader -duration 30s -report /tmp/jepsen -v
 //	go run ./cmd/consent-jepsen -check /tmp/jepsen
 //
+// -tls runs the nodes and every client on mutual TLS, with certificates the
+// binary's `consentd certs` makes for the run; -scenario ci runs the one CI
+// scenario that CI runs on TLS that way too, the others on plain TCP.
+//
 // The long profile runs every scenario, membership changes included, on
 // five nodes with a -race build and three seeds (`make jepsen-long`):
 //
 //	go run ./cmd/consent-jepsen -long -report /tmp/jepsen-long
 //	go run ./cmd/consent-jepsen -scenario all -nodes 5 -race -seeds 3 -report /tmp/jepsen-long  # the same
 //
-// Each run writes REPORT/SCENARIO-SEED/: history.jsonl (every operation,
+// Each run writes REPORT/SCENARIO-SEED/ (SCENARIO-tls-SEED/ on TLS): history.jsonl (every operation,
 // invoke then ok/fail/info), nemesis.jsonl (every fault applied and healed,
 // with the leader at that moment), leaders.jsonl (status polls), final.json
 // (what each node held after the final heal), n*.log (node logs),
@@ -47,7 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("consent-jepsen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		scenario = fs.String("scenario", "ci", "scenario name, comma-separated names, 'ci' (the four CI scenarios) or 'all'; one of "+strings.Join(jepsen.ScenarioNames(), ", "))
+		scenario = fs.String("scenario", "ci", "scenario name, comma-separated names, 'ci' (the four CI scenarios, each on the transport CI gives it) or 'all'; one of "+strings.Join(jepsen.ScenarioNames(), ", "))
+		useTLS   = fs.Bool("tls", false, "run every scenario with mutual TLS between nodes and clients (default: plain TCP)")
 		seed     = fs.Int64("seed", 0, "seed of the nemesis schedule and workload (0: from the clock)")
 		seeds    = fs.Int("seeds", 1, "run each scenario with this many consecutive seeds")
 		duration = fs.Duration("duration", 60*time.Second, "fault injection time per scenario, before the final heal")
@@ -113,12 +118,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var results []jepsen.Results
 	for _, name := range names {
 		for s := *seed; s < *seed+int64(*seeds); s++ {
-			cfg := jepsen.Config{Scenario: name, Seed: s, Duration: *duration, Nodes: *nodes, Binary: *bin, Octet: *octet,
-				ReportDir: filepath.Join(*report, fmt.Sprintf("%s-%d", name, s)), Logger: logger}
+			tls := *useTLS || *scenario == "ci" && jepsen.CITLS(name)
+			cfg := jepsen.Config{Scenario: name, Seed: s, Duration: *duration, Nodes: *nodes, Binary: *bin, Octet: *octet, TLS: tls,
+				ReportDir: filepath.Join(*report, reportName(name, s, tls)), Logger: logger}
 			res, err := jepsen.Run(ctx, cfg)
 			if err != nil {
-				fmt.Fprintf(stdout, "ERROR %s seed=%d: %v\n", name, s, err)
-				res = jepsen.Results{Scenario: name, Seed: s, Verdict: jepsen.Fail}
+				fmt.Fprintf(stdout, "ERROR %s: %v\n", reportName(name, s, tls), err)
+				res = jepsen.Results{Scenario: name, Seed: s, TLS: tls, Verdict: jepsen.Fail}
 			} else {
 				fmt.Fprintf(stdout, "%s  (%s)\n", res.Summary(), cfg.ReportDir)
 			}
@@ -133,6 +139,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// reportName is a run's folder inside the report directory.
+func reportName(scenario string, seed int64, tls bool) string {
+	if tls {
+		return fmt.Sprintf("%s-tls-%d", scenario, seed)
+	}
+	return fmt.Sprintf("%s-%d", scenario, seed)
 }
 
 // longProfile is what -long sets: every scenario on five nodes, raced,

@@ -38,3 +38,12 @@ func TestCheckReportsABrokenReport(t *testing.T) {
 		t.Fatalf("exit %d, stdout %q", code, stdout.String())
 	}
 }
+
+func TestReportName(t *testing.T) {
+	if got := reportName("mixed", 4, false); got != "mixed-4" {
+		t.Fatal(got)
+	}
+	if got := reportName("partition-leader-bridge", 4, true); got != "partition-leader-bridge-tls-4" {
+		t.Fatal(got)
+	}
+}
