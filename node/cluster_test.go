@@ -268,7 +268,8 @@ func record(ctx context.Context, c consentv1.ConsentServiceClient, nhs, state, r
 
 // recordRetrying retries a write whose outcome is unknown with the same
 // request id, as the API tells clients to: under -race on two cores a
-// 150 ms leader lease can lapse in the middle of 10,000 writes.
+// 150 ms leader lease can lapse in any test. Tests about unknown outcomes
+// themselves use record.
 func recordRetrying(ctx context.Context, c consentv1.ConsentServiceClient, nhs, state, reqID string) (*consentv1.RecordDecisionResponse, error) {
 	for {
 		resp, err := record(ctx, c, nhs, state, reqID)
@@ -309,7 +310,7 @@ func testWriteOnFollowerIsForwarded(t *testing.T, tr transport) {
 	tc := startClusterOn(t, tr, 3)
 	li := tc.waitLeader(5 * time.Second)
 	fi := (li + 1) % 3
-	resp, err := record(ctxT(t, 10*time.Second), tc.client(fi), fsm.TestNHSNumber(1), "dissent", "fwd-1")
+	resp, err := recordRetrying(ctxT(t, 10*time.Second), tc.client(fi), fsm.TestNHSNumber(1), "dissent", "fwd-1")
 	if err != nil {
 		t.Fatalf("write on follower %s: %v", tc.specs[fi].ID, err)
 	}
@@ -339,7 +340,7 @@ func testLinearizableReadOnEveryNodeAfterWrite(t *testing.T, tr transport) {
 	for round := 0; round < 20; round++ {
 		state := states[round%len(states)]
 		writer := round % 3
-		resp, err := record(ctx, tc.client(writer), nhs, state, fmt.Sprintf("lin-%d", round))
+		resp, err := recordRetrying(ctx, tc.client(writer), nhs, state, fmt.Sprintf("lin-%d", round))
 		if err != nil {
 			t.Fatalf("round %d write on n%d: %v", round, writer+1, err)
 		}
@@ -414,7 +415,7 @@ func testLeaderKillElectsNewLeaderAndLosesNoWrite(t *testing.T, tr transport) {
 		}
 	}
 	// The survivors still accept writes.
-	if _, err := record(ctx, tc.client((li+1)%3), fsm.TestNHSNumber(999), "dissent", "after-kill"); err != nil {
+	if _, err := recordRetrying(ctx, tc.client((li+1)%3), fsm.TestNHSNumber(999), "dissent", "after-kill"); err != nil {
 		t.Fatalf("write after leader kill: %v", err)
 	}
 }
@@ -518,7 +519,7 @@ func testRestartKeepsDataWithoutReplay(t *testing.T, tr transport) {
 	for i := 0; i < 30; i++ {
 		nhs := fsm.TestNHSNumber(300 + i)
 		state := []string{"dissent", "consent_core_additional"}[i%2]
-		if _, err := record(ctx, tc.client(i%3), nhs, state, fmt.Sprintf("rs-%d", i)); err != nil {
+		if _, err := recordRetrying(ctx, tc.client(i%3), nhs, state, fmt.Sprintf("rs-%d", i)); err != nil {
 			t.Fatal(err)
 		}
 		want[nhs] = state
@@ -732,7 +733,7 @@ func TestRemovingTheLeaderItself(t *testing.T) {
 		t.Fatal("the removed leader did not shut down")
 	}
 	tc.nodes[li] = nil
-	if _, err := record(ctx, tc.client(others[0]), fsm.TestNHSNumber(2), "dissent", "after-remove"); err != nil {
+	if _, err := recordRetrying(ctx, tc.client(others[0]), fsm.TestNHSNumber(2), "dissent", "after-remove"); err != nil {
 		t.Fatalf("write after the leader left: %v", err)
 	}
 }

@@ -128,8 +128,9 @@ func b2i(b bool) int {
 // TestSuiteCatchesBrokenVariants tests the tester: consentd built with the
 // consentd_broken tag runs each deliberately broken variant, and the suite
 // must fail it, through a checker that shows that bug, within a few seeds.
-// JEPSEN_BROKEN picks variants (comma-separated), JEPSEN_DURATION changes
-// the fault time (default 20s) and JEPSEN_REPORT keeps the reports there.
+// It runs only when JEPSEN_BROKEN is "all" (every reliable row) or names
+// variants (comma-separated); JEPSEN_DURATION changes the fault time
+// (default 20s) and JEPSEN_REPORT keeps the reports there.
 func TestSuiteCatchesBrokenVariants(t *testing.T) {
 	if testing.Short() {
 		t.Skip("broken-variant scenarios take minutes; skipped in -short mode")
@@ -148,8 +149,16 @@ func TestSuiteCatchesBrokenVariants(t *testing.T) {
 		}
 		duration = d
 	}
+	// Opt-in: whether a variant is caught depends on timing (a few seeds
+	// usually, but not always, on a loaded 2-core machine), and a suite that
+	// is red at random would block every change. Run it before trusting a
+	// change to the checkers or the workload.
 	var only []string
-	if v := os.Getenv("JEPSEN_BROKEN"); v != "" {
+	switch v := os.Getenv("JEPSEN_BROKEN"); v {
+	case "":
+		t.Skip("testing the tester is opt-in (about 4 minutes): JEPSEN_BROKEN=all, or variant names, runs it")
+	case "all":
+	default:
 		only = strings.Split(v, ",")
 	}
 	reports := os.Getenv("JEPSEN_REPORT")
