@@ -11,11 +11,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
@@ -465,7 +467,7 @@ func gatewayError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshale
 
 func (s *Server) httpHandler(gw http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", s.limitBody(checkRequestIDHeader(gw)))
+	mux.Handle("/v1/", s.limitBody(checkRequestIDHeader(checkURLText(gw))))
 	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(consentv1.OpenAPI)
@@ -533,6 +535,34 @@ func checkRequestIDHeader(next http.Handler) http.Handler {
 		}
 		if bad != "" {
 			writeStatus(w, http.StatusBadRequest, withViolation(status.New(codes.InvalidArgument, "request_id: "+bad), "request_id", bad))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// checkURLText refuses a path or query that is not valid UTF-8 once
+// unescaped: the gateway would copy it into a protobuf string field, which
+// cannot be marshalled, and the caller would get a 500 (found by fuzzing).
+func checkURLText(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bad := ""
+		if !utf8.ValidString(r.URL.Path) {
+			bad = "the URL path is not valid UTF-8"
+		} else if q, err := url.ParseQuery(r.URL.RawQuery); err == nil {
+			for k, vs := range q {
+				if !utf8.ValidString(k) {
+					bad = "a query parameter name is not valid UTF-8"
+				}
+				for _, v := range vs {
+					if !utf8.ValidString(v) {
+						bad = "query parameter " + strconv.Quote(validUTF8(k)) + " is not valid UTF-8"
+					}
+				}
+			}
+		}
+		if bad != "" {
+			writeStatus(w, http.StatusBadRequest, status.New(codes.InvalidArgument, bad))
 			return
 		}
 		next.ServeHTTP(w, r)
