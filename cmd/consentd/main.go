@@ -86,7 +86,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		caFile        = fs.String("ca-file", "", "PEM CA bundle that client and peer certificates are verified against")
 		certFile      = fs.String("cert-file", "", "PEM certificate of this node (spiffe://<cluster>/node/<id>)")
 		keyFile       = fs.String("key-file", "", "PEM private key of --cert-file")
-		peerCAFile    = fs.String("peer-ca-file", "", "CA for raft and node-to-node calls, if different (then all three --peer-* flags)")
+		peerCAFile    = fs.String("peer-ca-file", "", "CA for raft and node-to-node calls, if different (then all three --peer-* flags; --ca-file must hold it too, since node-to-node gRPC shares the gRPC port)")
 		peerCertFile  = fs.String("peer-cert-file", "", "certificate for raft and node-to-node calls, if different")
 		peerKeyFile   = fs.String("peer-key-file", "", "key of --peer-cert-file")
 		rateLimit     = fs.Float64("rate-limit", 200, "requests per second each caller (organisation and user) may sustain; -1 turns limiting off")
