@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -79,8 +80,11 @@ func (s *Server) logAccess(ctx context.Context, id pki.Identity, method string, 
 // the gateway saw for REST.
 func remoteAddr(ctx context.Context) string {
 	if via(ctx) == "rest" {
+		// The gateway appends the address it saw to any X-Forwarded-For the
+		// client sent; only that last element is not the client's say-so.
 		if v := metadata.ValueFromIncomingContext(ctx, "x-forwarded-for"); len(v) > 0 {
-			return v[len(v)-1]
+			parts := strings.Split(v[len(v)-1], ",")
+			return strings.TrimSpace(parts[len(parts)-1])
 		}
 		return ""
 	}

@@ -341,3 +341,19 @@ func TestAccessLog(t *testing.T) {
 		t.Fatal("a write went through without an access log entry")
 	}
 }
+
+// TestAccessLogRemoteIsNotTheClientsSaySo: a REST client's own
+// X-Forwarded-For does not become the remote address in the access log.
+func TestAccessLogRemoteIsNotTheClientsSaySo(t *testing.T) {
+	w := newTLSWorld(t)
+	if got := w.rest("reader", "GET", "/v1/patients/"+patient+"/consents", "", "X-Forwarded-For", "203.0.113.9"); got.code != 200 {
+		t.Fatalf("read: %d %s", got.code, got.raw)
+	}
+	entries, _, err := w.access.Query(context.Background(), audit.Filter{NHSNumber: patient})
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("%v %v", entries, err)
+	}
+	if r := entries[0].Remote; r != "127.0.0.1" {
+		t.Fatalf("remote %q, want the address the node saw", r)
+	}
+}
