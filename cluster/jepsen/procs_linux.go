@@ -224,13 +224,9 @@ func (s *nodeSet) startLocked(n *nodeProc, bootstrap bool, join []string) error 
 func (s *nodeSet) retire(slot string, timeout time.Duration) (stopped string, err error) {
 	n := s.get(slot)
 	n.mu.Lock()
-	id, cmd, exited, dataDir := n.id, n.cmd, n.exited, n.dataDir
 	n.vacant = true
-	if cmd != nil {
-		n.expected = true
-		cmd.Process.Signal(syscall.SIGCONT)
-		cmd.Process.Signal(syscall.SIGTERM)
-	}
+	dataDir := n.dataDir
+	id, cmd, exited := n.terminateLocked()
 	n.mu.Unlock()
 	s.mu.Lock()
 	s.retired = append(s.retired, id)
@@ -240,23 +236,15 @@ func (s *nodeSet) retire(slot string, timeout time.Duration) (stopped string, er
 	case cmd == nil:
 		stopped = id + " was not running"
 	default:
-		select {
-		case <-exited:
-			stopped = fmt.Sprintf("%s stopped on SIGTERM in %v", id, time.Since(began).Round(time.Millisecond))
-			if st := cmd.ProcessState; st != nil && !st.Success() {
-				stopped += fmt.Sprintf(" (%v)", st)
-				s.note(fmt.Sprintf("%s exited with %v after SIGTERM (removed from the cluster)", id, st))
-			}
-		case <-time.After(timeout):
-			cmd.Process.Signal(syscall.SIGQUIT)
-			select {
-			case <-exited:
-			case <-time.After(5 * time.Second):
-				cmd.Process.Signal(syscall.SIGKILL)
-				<-exited
-			}
+		if !awaitStop(cmd, exited, timeout) {
 			stopped = fmt.Sprintf("%s did not stop within %v of SIGTERM; killed", id, timeout)
 			s.note(fmt.Sprintf("%s did not stop within %v of SIGTERM after its removal (goroutine dump from SIGQUIT in %s.log)", id, timeout, id))
+			break
+		}
+		stopped = fmt.Sprintf("%s stopped on SIGTERM in %v", id, time.Since(began).Round(time.Millisecond))
+		if st := cmd.ProcessState; st != nil && !st.Success() {
+			stopped += fmt.Sprintf(" (%v)", st)
+			s.note(fmt.Sprintf("%s exited with %v after SIGTERM (removed from the cluster)", id, st))
 		}
 	}
 	return stopped, os.RemoveAll(dataDir)
@@ -365,12 +353,7 @@ func (s *nodeSet) stopAll(timeout time.Duration) []string {
 	var mu sync.Mutex
 	for _, n := range s.nodes {
 		n.mu.Lock()
-		id, cmd, exited := n.id, n.cmd, n.exited
-		if cmd != nil {
-			n.expected = true
-			cmd.Process.Signal(syscall.SIGCONT)
-			cmd.Process.Signal(syscall.SIGTERM)
-		}
+		id, cmd, exited := n.terminateLocked()
 		n.mu.Unlock()
 		if cmd == nil {
 			continue
@@ -378,31 +361,52 @@ func (s *nodeSet) stopAll(timeout time.Duration) []string {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case <-exited:
-				if st := cmd.ProcessState; st != nil && !st.Success() {
-					mu.Lock()
-					notes = append(notes, fmt.Sprintf("%s exited with %v after SIGTERM", id, st))
-					mu.Unlock()
-				}
-			case <-time.After(timeout):
-				// SIGQUIT makes the Go runtime write every goroutine's stack
-				// to the node's log: the evidence of where shutdown hangs.
-				cmd.Process.Signal(syscall.SIGQUIT)
-				select {
-				case <-exited:
-				case <-time.After(5 * time.Second):
-					cmd.Process.Signal(syscall.SIGKILL)
-					<-exited
-				}
+			var note string
+			if !awaitStop(cmd, exited, timeout) {
+				note = fmt.Sprintf("%s did not stop within %v of SIGTERM (goroutine dump from SIGQUIT in %s.log)", id, timeout, id)
+			} else if st := cmd.ProcessState; st != nil && !st.Success() {
+				note = fmt.Sprintf("%s exited with %v after SIGTERM", id, st)
+			}
+			if note != "" {
 				mu.Lock()
-				notes = append(notes, fmt.Sprintf("%s did not stop within %v of SIGTERM (goroutine dump from SIGQUIT in %s.log)", id, timeout, id))
+				notes = append(notes, note)
 				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
 	return notes
+}
+
+// terminateLocked sends the node's process (if any) SIGTERM, after SIGCONT
+// in case it is paused, and marks the exit as asked for; n.mu is held.
+func (n *nodeProc) terminateLocked() (id string, cmd *exec.Cmd, exited chan struct{}) {
+	if n.cmd != nil {
+		n.expected = true
+		n.cmd.Process.Signal(syscall.SIGCONT)
+		n.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	return n.id, n.cmd, n.exited
+}
+
+// awaitStop waits up to timeout for a process sent SIGTERM to exit and
+// reports whether it did. Past it comes SIGQUIT, which makes the Go runtime
+// write every goroutine's stack to the node's log (the evidence of where
+// shutdown hangs), then SIGKILL five seconds later.
+func awaitStop(cmd *exec.Cmd, exited <-chan struct{}, timeout time.Duration) bool {
+	select {
+	case <-exited:
+		return true
+	case <-time.After(timeout):
+	}
+	cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Signal(syscall.SIGKILL)
+		<-exited
+	}
+	return false
 }
 
 // killAllNow is the teardown path: SIGKILL whatever still runs.
