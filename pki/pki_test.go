@@ -240,14 +240,12 @@ func TestWriteDevSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range append([]string{"n1", "n2"}, "practice", "reader", "lmc-admin", "auditor") {
-		s, err := NewSource(Files{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, c+".pem"), Key: filepath.Join(dir, c+"-key.pem")}, cl, nil)
-		if err != nil {
+		if _, err := NewSource(Files{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, c+".pem"), Key: filepath.Join(dir, c+"-key.pem")}, cl, nil); err != nil {
 			t.Fatalf("%s: %v", c, err)
 		}
 		if fi, _ := os.Stat(filepath.Join(dir, c+"-key.pem")); fi.Mode().Perm() != 0o600 {
 			t.Fatalf("%s key mode %v", c, fi.Mode())
 		}
-		_ = s
 	}
 	if err := WriteDevSet(dir, set); err == nil {
 		t.Fatal("a second run overwrote the CA")

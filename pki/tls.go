@@ -73,9 +73,6 @@ func NewSource(files Files, cluster string, log *slog.Logger) (*Source, error) {
 // Identity is the identity in this side's own certificate.
 func (s *Source) Identity() Identity { return s.current().id }
 
-// Cluster is the cluster name identities are checked against.
-func (s *Source) Cluster() string { return s.cluster }
-
 func (s *Source) current() *material {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -194,14 +191,7 @@ func (s *Source) ServerConfig(requireCert bool, accept Accept) *tls.Config {
 			if len(raw) == 0 && !requireCert {
 				return nil
 			}
-			id, err := s.Verify(raw, x509.ExtKeyUsageClientAuth)
-			if err != nil {
-				return err
-			}
-			if accept != nil {
-				return accept(id)
-			}
-			return nil
+			return s.verifyAndAccept(raw, x509.ExtKeyUsageClientAuth, accept)
 		},
 	}
 }
@@ -220,16 +210,17 @@ func (s *Source) ClientConfig(accept Accept) *tls.Config {
 			return s.current().cert, nil
 		},
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			id, err := s.Verify(raw, x509.ExtKeyUsageServerAuth)
-			if err != nil {
-				return err
-			}
-			if accept != nil {
-				return accept(id)
-			}
-			return nil
+			return s.verifyAndAccept(raw, x509.ExtKeyUsageServerAuth, accept)
 		},
 	}
+}
+
+func (s *Source) verifyAndAccept(raw [][]byte, usage x509.ExtKeyUsage, accept Accept) error {
+	id, err := s.Verify(raw, usage)
+	if err != nil || accept == nil {
+		return err
+	}
+	return accept(id)
 }
 
 // PeerIdentity reads the identity of a peer whose handshake with a
