@@ -31,16 +31,12 @@ const reservedPrefix = "x-consentd-"
 
 type callerKey struct{}
 
-// caller is who is calling, once authorise has run. With TLS off every
-// caller is anonymous and allowed (development only; status says insecure).
-type caller struct {
-	id            pki.Identity
-	authenticated bool
-}
-
-func callerFrom(ctx context.Context) caller {
-	c, _ := ctx.Value(callerKey{}).(caller)
-	return c
+// callerFrom is who is calling, once authorise has run: the zero Identity
+// when TLS is off and every caller is anonymous (development only; status
+// says insecure).
+func callerFrom(ctx context.Context) pki.Identity {
+	id, _ := ctx.Value(callerKey{}).(pki.Identity)
+	return id
 }
 
 // Who may call what. A node certificate is not a caller's: nodes reach only
@@ -98,7 +94,7 @@ func (s *Server) authorise(ctx context.Context, req any, info *grpc.UnaryServerI
 		if err := s.logAccess(ctx, pki.Identity{}, info.FullMethod, req, nil); err != nil {
 			return nil, err
 		}
-		return handler(context.WithValue(ctx, callerKey{}, caller{}), req)
+		return handler(ctx, req)
 	}
 	id, err := s.identify(ctx)
 	if err == nil {
@@ -113,7 +109,7 @@ func (s *Server) authorise(ctx context.Context, req any, info *grpc.UnaryServerI
 	if err != nil {
 		return nil, err
 	}
-	return handler(context.WithValue(ctx, callerKey{}, caller{id: id, authenticated: true}), req)
+	return handler(context.WithValue(ctx, callerKey{}, id), req)
 }
 
 // authoriseStream admits only authenticated callers to streams (server
@@ -157,10 +153,10 @@ func allowed(id pki.Identity, method string, req any) error {
 // request body.
 func callerActor(ctx context.Context) *commandv1.Actor {
 	c := callerFrom(ctx)
-	if !c.authenticated {
+	if c.Role == "" {
 		return &commandv1.Actor{Role: "unauthenticated"}
 	}
-	return &commandv1.Actor{OdsCode: c.id.Org, UserId: c.id.Subject, Role: string(c.id.Role)}
+	return &commandv1.Actor{OdsCode: c.Org, UserId: c.Subject, Role: string(c.Role)}
 }
 
 // visibleReason shows a restricted reason only to auditors and to the
@@ -171,7 +167,7 @@ func visibleReason(ctx context.Context, rec *commandv1.DecisionRecord) string {
 		return d.GetReason()
 	}
 	c := callerFrom(ctx)
-	if c.authenticated && (c.id.Role == pki.RoleAuditor || (c.id.Org != "" && c.id.Org == d.GetRecordedBy().GetOdsCode())) {
+	if c.Role == pki.RoleAuditor || (c.Org != "" && c.Org == d.GetRecordedBy().GetOdsCode()) {
 		return d.GetReason()
 	}
 	return ""
