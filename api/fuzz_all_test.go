@@ -42,16 +42,7 @@ func FuzzEveryRESTRoute(f *testing.F) {
 	f.Add(uint8(7), "", "", []byte(`{"id":"n4","raftAddr":"10.0.0.4:7081","grpcAddr":"10.0.0.4:9081","httpAddr":"10.0.0.4:8081"}`))
 	f.Add(uint8(8), "n4", "", []byte{})
 	f.Add(uint8(9), "", "nhsNumber=9990000018&since=2026-01-01T00:00:00Z&pageSize=-1", []byte{})
-	reg := newFakeRegister()
-	cl := &fakeCluster{apply: reg.apply}
-	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, reg, cl)
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		f.Fatal(err)
-	}
-	defer srv.Shutdown(context.Background())
+	srv, _ := fuzzServer(f, true)
 	handler := srv.http.Handler
 	f.Fuzz(func(t *testing.T, route uint8, segment, query string, body []byte) {
 		r := restRoutes[int(route)%len(restRoutes)]
@@ -84,12 +75,7 @@ func FuzzEveryGRPCRequest(f *testing.F) {
 			f.Add(i, b)
 		}
 	}
-	reg := newFakeRegister()
-	cl := &fakeCluster{apply: reg.apply}
-	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, reg, cl)
-	if err != nil {
-		f.Fatal(err)
-	}
+	srv, _ := fuzzServer(f, false)
 	cs, cls, as := &consentService{s: srv}, &clusterService{s: srv}, &auditService{s: srv}
 	calls := []func(context.Context, []byte) (bool, error){
 		call(cs.RecordDecision), call(cs.MarkEnteredInError), call(cs.GetConsents), call(cs.ListDecisions),

@@ -31,6 +31,25 @@ func appliedCommandValidates(t *testing.T, cl *fakeCluster) {
 	}
 }
 
+// fuzzServer is an API server over the fake register and cluster; started
+// (and stopped at the end) when the target goes through HTTP.
+func fuzzServer(f *testing.F, start bool) (*Server, *fakeCluster) {
+	f.Helper()
+	reg := newFakeRegister()
+	cl := &fakeCluster{apply: reg.apply}
+	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, reg, cl)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if start {
+		if err := srv.Start(); err != nil {
+			f.Fatal(err)
+		}
+		f.Cleanup(func() { srv.Shutdown(context.Background()) })
+	}
+	return srv, cl
+}
+
 // plausibleHeader is what net/http would let through as a header value.
 func plausibleHeader(v string) bool {
 	for i := 0; i < len(v); i++ {
@@ -53,16 +72,7 @@ func FuzzRecordDecisionJSON(f *testing.F) {
 	f.Add([]byte(`{"kind":"scr","kind":"gp_secondary_use"}`), "")
 	f.Add([]byte(`[]`), "")
 	f.Add([]byte(`null`), "")
-	reg := newFakeRegister()
-	cl := &fakeCluster{apply: reg.apply}
-	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, reg, cl)
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		f.Fatal(err)
-	}
-	defer srv.Shutdown(context.Background())
+	srv, cl := fuzzServer(f, true)
 	handler := srv.http.Handler
 	f.Fuzz(func(t *testing.T, body []byte, requestID string) {
 		if !plausibleHeader(requestID) {
@@ -99,12 +109,7 @@ func FuzzRecordDecisionProto(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte{0x0a, 0x00})
 	f.Add([]byte{})
-	reg := newFakeRegister()
-	cl := &fakeCluster{apply: reg.apply}
-	srv, err := New(Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, reg, cl)
-	if err != nil {
-		f.Fatal(err)
-	}
+	srv, cl := fuzzServer(f, false)
 	svc := &consentService{s: srv}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req := &consentv1.RecordDecisionRequest{}
