@@ -17,6 +17,16 @@ import (
 
 func freeAddr(t *testing.T) string { return testnet.FreeAddr(t) }
 
+// waitReady polls until the node answers a read, for at most 10 seconds.
+func waitReady(t *testing.T, answers func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !answers(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("node never became ready")
+		}
+	}
+}
+
 // TestAgainstOneNode drives the CLI against a real one-node cluster.
 func TestAgainstOneNode(t *testing.T) {
 	n, err := node.Start(context.Background(), node.Config{
@@ -32,17 +42,7 @@ func TestAgainstOneNode(t *testing.T) {
 		code := run(append([]string{"--addr", n.GRPCAddr(), "--timeout", "5s"}, args...), &out, &errOut)
 		return code, out.String(), errOut.String()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, _, _ := ctl("get", "9990000018")
-		if code == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("node never became ready")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitReady(t, func() bool { code, _, _ := ctl("get", "9990000018"); return code == 0 })
 	code, out, errOut := ctl("record", "9990000018", "scr", "dissent", "--request-id", "ctl-1")
 	if code != 0 {
 		t.Fatalf("record: %d %s", code, errOut)
@@ -122,16 +122,7 @@ func TestAgainstOneTLSNode(t *testing.T) {
 			"--cert-file", file(who + ".pem"), "--key-file", file(who + "-key.pem")}, args...), &out, &errOut)
 		return code, out.String() + errOut.String()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if code, _ := as("reader", "get", "9990000018"); code == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("node never became ready")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitReady(t, func() bool { code, _ := as("reader", "get", "9990000018"); return code == 0 })
 	if code, out := as("reader", "record", "9990000018", "scr", "dissent"); code != 1 || !strings.Contains(out, "PermissionDenied") {
 		t.Fatalf("reader record: %d %s", code, out)
 	}
