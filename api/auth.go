@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/tls"
 	"net/http"
 	"net/url"
 	"strings"
@@ -208,14 +207,4 @@ func (s *Server) gatewayIdentity(_ context.Context, r *http.Request) metadata.MD
 		return nil
 	}
 	return metadata.Pairs(identityKey, encodeIdentity(id))
-}
-
-// hasIdentity reports whether a REST connection presented a verified
-// certificate of this cluster.
-func (s *Server) hasIdentity(cs *tls.ConnectionState) bool {
-	if cs == nil {
-		return false
-	}
-	_, ok := s.cfg.TLS.PeerIdentity(*cs)
-	return ok
 }

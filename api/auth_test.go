@@ -357,3 +357,21 @@ func TestAccessLogRemoteIsNotTheClientsSaySo(t *testing.T) {
 		t.Fatalf("remote %q, want the address the node saw", r)
 	}
 }
+
+// The profiler shows a node's internals: absent unless asked for, and
+// for LMC administrators only on TLS.
+func TestPprofIsOptInAndNeedsACertificate(t *testing.T) {
+	off := newTLSWorld(t)
+	if got := off.rest("admin", "GET", "/debug/pprof/", ""); got.code != 404 {
+		t.Fatalf("pprof without Config.Pprof: %d, want 404", got.code)
+	}
+	on := newTLSWorldWith(t, func(c *Config) { c.Pprof = true })
+	for _, tc := range []struct {
+		who  string
+		code int
+	}{{"", 401}, {"reader", 403}, {"practice-a", 403}, {"admin", 200}} {
+		if got := on.rest(tc.who, "GET", "/debug/pprof/", ""); got.code != tc.code {
+			t.Errorf("pprof as %q: %d %s, want %d", tc.who, got.code, got.raw, tc.code)
+		}
+	}
+}

@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,6 +89,11 @@ type Config struct {
 	// connection; MaxConnections the open connections per listener.
 	MaxConcurrentStreams uint32
 	MaxConnections       int
+	// Pprof serves Go's profiler at /debug/pprof/ on the HTTP listener
+	// (behind a client certificate on TLS, like /metrics), for measuring
+	// a node under load. Off by default: a profile costs CPU and shows
+	// internals.
+	Pprof bool
 	// Version is reported by GetStatus.
 	Version string
 	Logger  *slog.Logger
@@ -476,15 +483,42 @@ func (s *Server) httpHandler(gw http.Handler) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	metrics := promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.TLS != nil && !s.hasIdentity(r.TLS) {
-			writeStatus(w, http.StatusUnauthorized, status.New(codes.Unauthenticated, "a client certificate is required"))
-			return
-		}
-		metrics.ServeHTTP(w, r)
-	})
+	mux.Handle("GET /metrics", s.requireRole(nil, promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{})))
+	if s.cfg.Pprof {
+		// Profiles and goroutine dumps show a node's internals: LMC
+		// administrators only, as Vault keeps its pprof behind sudo.
+		admin := []pki.Role{pki.RoleLMCAdmin}
+		mux.Handle("/debug/pprof/", s.requireRole(admin, http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/cmdline", s.requireRole(admin, http.HandlerFunc(pprof.Cmdline)))
+		mux.Handle("/debug/pprof/profile", s.requireRole(admin, http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/symbol", s.requireRole(admin, http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("/debug/pprof/trace", s.requireRole(admin, http.HandlerFunc(pprof.Trace)))
+	}
 	return mux
+}
+
+// requireRole refuses, on TLS, callers without a client certificate of
+// this cluster (401) and, when roles is not nil, callers with another role
+// (403). On plain TCP (--insecure) everyone is anonymous and allowed.
+func (s *Server) requireRole(roles []pki.Role, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.TLS != nil {
+			var id pki.Identity
+			ok := r.TLS != nil
+			if ok {
+				id, ok = s.cfg.TLS.PeerIdentity(*r.TLS)
+			}
+			if !ok {
+				writeStatus(w, http.StatusUnauthorized, status.New(codes.Unauthenticated, "a client certificate is required"))
+				return
+			}
+			if roles != nil && !slices.Contains(roles, id.Role) {
+				writeStatus(w, http.StatusForbidden, status.Newf(codes.PermissionDenied, "role %q may not use %s", id.Role, r.URL.Path))
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // readyz is 200 only when a linearizable read can be served now.

@@ -39,6 +39,11 @@ type Node struct {
 	wg        sync.WaitGroup
 }
 
+// logCacheEntries is how many of the newest log entries stay decoded in
+// memory: a few AppendEntries batches' worth, so a follower that is only a
+// little behind is fed without reading the log store.
+const logCacheEntries = 1024
+
 // Open starts raft on cfg.DataDir with sm as its state machine. A node with
 // existing state rejoins its cluster; a new one waits for Bootstrap or to be
 // added by a leader.
@@ -126,7 +131,16 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 		n.closeStores()
 		return nil, fmt.Errorf("raftnode: %w", err)
 	}
-	n.raft, err = raft.NewRaft(rc, n.adapter, n.logStore, n.logStore, n.snaps, n.transport)
+	// Replication reads each new entry back from the log store once per
+	// follower; raft-boltdb decodes it from msgpack every time (about a
+	// tenth of a follower's CPU under write load in a profile). The cache
+	// keeps the newest entries decoded; writes still go to disk first.
+	logs, err := raft.NewLogCache(logCacheEntries, n.logStore)
+	if err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("raftnode: log cache: %w", err)
+	}
+	n.raft, err = raft.NewRaft(rc, n.adapter, logs, n.logStore, n.snaps, n.transport)
 	if err != nil {
 		n.closeStores()
 		return nil, fmt.Errorf("raftnode: start raft: %w", err)

@@ -100,6 +100,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		snapInterval  = fs.Duration("snapshot-interval", 30*time.Second, "how often to check --snapshot-threshold (raft adds up to the same again at random)")
 		heartbeat     = fs.Duration("heartbeat-timeout", time.Second, "raft heartbeat timeout")
 		election      = fs.Duration("election-timeout", time.Second, "raft election timeout")
+		pprofOn       = fs.Bool("pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP listener (client certificate required on TLS)")
 	)
 	if err := parseWithEnv(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -146,6 +147,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 	cfg.Raft.SnapshotInterval = *snapInterval
 	cfg.AccessLog.Dir, cfg.AccessLog.FailOpen = *accessDir, *accessOpen
 	cfg.API.RateLimit, cfg.API.RateBurst = *rateLimit, *rateBurst
+	cfg.API.Pprof = *pprofOn
 	cfg.Raft.HeartbeatTimeout = *heartbeat
 	cfg.Raft.ElectionTimeout = *election
 	if *heartbeat < time.Second {
