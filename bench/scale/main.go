@@ -1,0 +1,325 @@
+// Command scale measures consentd at national scale: it starts a 3-node
+// cluster of real consentd processes on 127.0.0.1, loads a register of
+// realistic decisions through the gRPC API, and reports the load rate, disk
+// and memory per node, consents:check latency on the loaded register, and
+// how long a follower restart, a wiped follower's catch-up and a full cold
+// restart take. Every check answer is compared with what was loaded.
+//
+//	go build -o /tmp/consentd ./cmd/consentd
+//	go run ./bench/scale -consentd /tmp/consentd -patients 1000000
+//
+// See bench/README.md for figures and what they mean.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Config is one scale run.
+type Config struct {
+	Consentd  string        // binary
+	Patients  int           // register size
+	Conc      int           // concurrent writers
+	Batch     int           // decisions per write call; 1 is one RecordDecision each
+	Idle      time.Duration // wait before the idle memory reading
+	Checks    int           // consents:check calls per node measured
+	CheckSize int           // numbers per consents:check call
+	Dir       string        // data dirs; "" is a temporary dir removed at the end
+	Keep      bool
+	PortBase  int
+	NodeFlags []string
+	Seed      uint64
+}
+
+// Validate names the first wrong flag.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Consentd == "" {
+		errs = append(errs, errors.New("-consentd: required (go build -o /tmp/consentd ./cmd/consentd)"))
+	} else if _, err := os.Stat(c.Consentd); err != nil {
+		errs = append(errs, fmt.Errorf("-consentd: %w", err))
+	}
+	if c.Patients < 1 || c.Patients > 50_000_000 {
+		errs = append(errs, fmt.Errorf("-patients %d: want 1..50000000", c.Patients))
+	}
+	if c.Conc < 1 || c.Conc > 4096 {
+		errs = append(errs, fmt.Errorf("-conc %d: want 1..4096", c.Conc))
+	}
+	if c.Batch < 1 || c.Batch > 1000 {
+		errs = append(errs, fmt.Errorf("-batch %d: want 1..1000", c.Batch))
+	}
+	if c.Checks < 1 || c.CheckSize < 1 || c.CheckSize > 1000 {
+		errs = append(errs, fmt.Errorf("-checks %d -check-size %d: want at least one call of 1..1000 numbers", c.Checks, c.CheckSize))
+	}
+	if c.Idle < 0 {
+		errs = append(errs, fmt.Errorf("-idle %v: negative", c.Idle))
+	}
+	if c.PortBase < 1024 || c.PortBase > 65000 {
+		errs = append(errs, fmt.Errorf("-port-base %d: want 1024..65000", c.PortBase))
+	}
+	return errors.Join(errs...)
+}
+
+func main() {
+	cfg := Config{Patients: 1_000_000, Conc: 64, Batch: 1, Idle: 30 * time.Second, Checks: 200, CheckSize: 1000,
+		PortBase: 27000, Seed: 1}
+	var nodeFlags string
+	flag.StringVar(&cfg.Consentd, "consentd", "", "consentd binary (required)")
+	flag.IntVar(&cfg.Patients, "patients", cfg.Patients, "patients to load (about 1.3 decisions each)")
+	flag.IntVar(&cfg.Conc, "conc", cfg.Conc, "concurrent write calls")
+	flag.IntVar(&cfg.Batch, "batch", cfg.Batch, "decisions per write call (1: RecordDecision; more: RecordDecisions)")
+	flag.DurationVar(&cfg.Idle, "idle", cfg.Idle, "quiet time after the load before the idle memory reading")
+	flag.IntVar(&cfg.Checks, "checks", cfg.Checks, "consents:check calls timed on the leader and on a follower")
+	flag.IntVar(&cfg.CheckSize, "check-size", cfg.CheckSize, "NHS numbers per consents:check call")
+	flag.StringVar(&cfg.Dir, "dir", "", "where the nodes keep their data (default: a temporary dir, removed afterwards)")
+	flag.BoolVar(&cfg.Keep, "keep", false, "keep the data dir")
+	flag.IntVar(&cfg.PortBase, "port-base", cfg.PortBase, "raft ports from here, gRPC +100, REST +200")
+	flag.StringVar(&nodeFlags, "node-flags", "", "extra consentd flags, space-separated (e.g. \"--snapshot-threshold 16384\")")
+	flag.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the patients checked")
+	flag.Parse()
+	cfg.NodeFlags = strings.Fields(nodeFlags)
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "scale:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log, cfg, os.Stdout); err != nil {
+		log.Error("scale run failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, cfg Config, out io.Writer) (err error) {
+	dir := cfg.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "consentd-scale-"); err != nil {
+			return err
+		}
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return err
+	}
+	nodes := newCluster(cfg.Consentd, dir, 3, cfg.PortBase, cfg.NodeFlags)
+	defer func() {
+		for _, nd := range nodes {
+			nd.stop(30 * time.Second)
+		}
+		if !cfg.Keep && cfg.Dir == "" {
+			os.RemoveAll(dir)
+		} else {
+			fmt.Fprintf(out, "data kept in %s\n", dir)
+		}
+	}()
+	hc := &http.Client{Timeout: 30 * time.Second}
+	p := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
+
+	p("consentd scale run: %d patients, %d writers, batch %d, data in %s", cfg.Patients, cfg.Conc, cfg.Batch, dir)
+	if err := nodes[0].start(); err != nil {
+		return err
+	}
+	if _, err := waitReady(ctx, hc, time.Minute, nodes[0]); err != nil {
+		return fmt.Errorf("n1: %w", err)
+	}
+	for _, nd := range nodes[1:] {
+		if err := nd.start(); err != nil {
+			return err
+		}
+	}
+	if _, err := waitReady(ctx, hc, time.Minute, nodes...); err != nil {
+		return err
+	}
+	ld, err := leader(ctx, hc, nodes)
+	if err != nil {
+		return err
+	}
+	nhs := patients(cfg.Patients)
+	cpu0 := totalCPU(nodes)
+	log.Info("loading", "patients", len(nhs), "through", ld.id)
+	res, err := load(ctx, log, ld.grpc, nhs, cfg.Conc, cfg.Batch)
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	cpu := totalCPU(nodes) - cpu0
+	p("\nload: %d decisions for %d patients in %v: %.0f decisions/s, %.0f patients/s; %d retries; CPU %.2f s per 1,000 decisions (3 nodes)",
+		res.Decisions, len(nhs), res.Elapsed.Round(time.Second), float64(res.Decisions)/res.Elapsed.Seconds(),
+		float64(len(nhs))/res.Elapsed.Seconds(), res.Retries, cpu/float64(res.Decisions)*1000)
+
+	// Followers catch up before sizes and memory are read.
+	if err := caughtUp(ctx, hc, nodes, 5*time.Minute); err != nil {
+		return err
+	}
+	p("\nmemory after load:")
+	printMemory(out, nodes)
+	log.Info("idle", "for", cfg.Idle)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(cfg.Idle):
+	}
+	p("memory after %v idle:", cfg.Idle)
+	printMemory(out, nodes)
+	p("\ndisk per node (allocated blocks):")
+	for _, nd := range nodes {
+		d, err := nd.diskUsage()
+		if err != nil {
+			return err
+		}
+		p("  %s  total %s  register %s  raft log+snapshots %s  access log %s  other %s  (%.0f B per decision)",
+			nd.id, mib(d.Total), mib(d.Register), mib(d.Raft), mib(d.AccessLog), mib(d.Other), float64(d.Total)/float64(res.Decisions))
+	}
+
+	var follower *node
+	for _, nd := range nodes {
+		if nd != ld {
+			follower = nd
+			break
+		}
+	}
+	rng := rand.New(rand.NewPCG(cfg.Seed, 7))
+	p("\nconsents:check of %d numbers, linearizable, one call at a time (every answer checked against the load):", cfg.CheckSize)
+	for _, nd := range []*node{ld, follower} {
+		role := "leader  "
+		if nd == follower {
+			role = "follower"
+		}
+		if _, err := checks(ctx, hc, nd, nhs, max(cfg.Checks/10, 1), cfg.CheckSize, rng); err != nil { // warm-up
+			return err
+		}
+		l, err := checks(ctx, hc, nd, nhs, cfg.Checks, cfg.CheckSize, rng)
+		if err != nil {
+			return err
+		}
+		p("  %s %s  %s", role, nd.id, l)
+	}
+
+	// A follower restarted on its data: ready means it serves a
+	// linearizable read again.
+	if err := follower.stop(time.Minute); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := follower.start(); err != nil {
+		return err
+	}
+	if _, err := waitReady(ctx, hc, 5*time.Minute, follower); err != nil {
+		return fmt.Errorf("follower restart: %w", err)
+	}
+	p("\nfollower %s restart (SIGTERM, start, until /readyz is 200): %v", follower.id, time.Since(start).Round(time.Millisecond))
+
+	// A wiped follower: it gets the leader's snapshot and the log after it.
+	if err := follower.stop(time.Minute); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(follower.dir); err != nil {
+		return err
+	}
+	start = time.Now()
+	if err := follower.start(); err != nil {
+		return err
+	}
+	if _, err := waitReady(ctx, hc, 10*time.Minute, follower); err != nil {
+		return fmt.Errorf("wiped follower: %w", err)
+	}
+	if err := caughtUp(ctx, hc, nodes, 10*time.Minute); err != nil {
+		return err
+	}
+	p("wiped follower %s catch-up (start on an empty dir, until ready and applied to the leader's commit index): %v",
+		follower.id, time.Since(start).Round(time.Millisecond))
+	if l, err := checks(ctx, hc, follower, nhs, max(cfg.Checks/10, 1), cfg.CheckSize, rng); err != nil {
+		return fmt.Errorf("wiped follower after catch-up: %w", err)
+	} else {
+		p("  its register answers %d checks of %d numbers correctly", l.N, cfg.CheckSize)
+	}
+
+	// Every node stopped, then all started together.
+	for _, nd := range nodes {
+		if err := nd.stop(time.Minute); err != nil {
+			return err
+		}
+	}
+	start = time.Now()
+	for _, nd := range nodes {
+		if err := nd.start(); err != nil {
+			return err
+		}
+	}
+	if _, err := waitReady(ctx, hc, 10*time.Minute, nodes...); err != nil {
+		return fmt.Errorf("cold restart: %w", err)
+	}
+	p("cold restart of all 3 nodes (until every node is ready): %v", time.Since(start).Round(time.Millisecond))
+	if ld, err = leader(ctx, hc, nodes); err != nil {
+		return err
+	}
+	if l, err := checks(ctx, hc, ld, nhs, max(cfg.Checks/10, 1), cfg.CheckSize, rng); err != nil {
+		return fmt.Errorf("after cold restart: %w", err)
+	} else {
+		p("  after it, %s answers %d checks of %d numbers correctly; %s", ld.id, l.N, cfg.CheckSize, l)
+	}
+	return nil
+}
+
+// caughtUp waits until every node has applied the leader's commit index.
+func caughtUp(ctx context.Context, hc *http.Client, nodes []*node, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ld, err := leader(ctx, hc, nodes)
+		if err == nil {
+			st, err := ld.status(ctx, hc)
+			if err == nil {
+				behind := 0
+				for _, nd := range nodes {
+					if s, err := nd.status(ctx, hc); err != nil || s.applied() < st.commit() {
+						behind++
+					}
+				}
+				if behind == 0 {
+					return nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nodes not caught up within %v", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func totalCPU(nodes []*node) float64 {
+	var s float64
+	for _, nd := range nodes {
+		s += nd.cpuSeconds()
+	}
+	return s
+}
+
+func printMemory(out io.Writer, nodes []*node) {
+	for _, nd := range nodes {
+		m, err := nd.memory()
+		if err != nil {
+			fmt.Fprintf(out, "  %s  %v\n", nd.id, err)
+			continue
+		}
+		fmt.Fprintf(out, "  %s  RSS %s (anonymous %s, file-backed %s)\n", nd.id, mib(m.RSS), mib(m.Anon), mib(m.File))
+	}
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
