@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang/snappy"
 	bolt "go.etcd.io/bbolt"
 
 	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
@@ -153,7 +154,7 @@ func TestSnapshotIsPointInTime(t *testing.T) {
 	if err := snap.(io.Closer).Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if !bytes.HasPrefix(buf.Bytes(), []byte("CONSENTDSNAP\x01")) {
+	if !bytes.HasPrefix(buf.Bytes(), []byte("CONSENTDSNAP\x02")) {
 		t.Fatalf("snapshot header %q", buf.Bytes()[:13])
 	}
 
@@ -188,22 +189,30 @@ func TestRestoreRefusesBadSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := snapshotBytes(t, a.s)
-	header := []byte("CONSENTDSNAP\x01")
+	raw := []byte("CONSENTDSNAP\x01")
+	corrupt := bytes.Clone(good)
+	corrupt[len(corrupt)/2] ^= 0xff
 	for name, in := range map[string][]byte{
-		"empty":                  nil,
-		"short header":           []byte("CONSENTD"),
-		"wrong magic":            append([]byte("NOTASNAPSHOT\x01"), good[13:]...),
-		"format from the future": append([]byte("CONSENTDSNAP\x02"), good[13:]...),
-		"not bbolt":              append(bytes.Clone(header), bytes.Repeat([]byte{7}, 8192)...),
-		"bbolt but no register":  append(bytes.Clone(header), plain...),
-		"truncated":              good[:13+4096],
+		"empty":                     nil,
+		"short header":              []byte("CONSENTD"),
+		"wrong magic":               append([]byte("NOTASNAPSHOT\x02"), good[13:]...),
+		"format from the future":    append([]byte("CONSENTDSNAP\x03"), good[13:]...),
+		"raw but not bbolt":         append(bytes.Clone(raw), bytes.Repeat([]byte{7}, 8192)...),
+		"raw bbolt but no register": append(bytes.Clone(raw), plain...),
+		"snappy but not bbolt":      append([]byte("CONSENTDSNAP\x02"), snappyBytes(t, bytes.Repeat([]byte{7}, 8192))...),
+		"snappy bbolt, no register": append([]byte("CONSENTDSNAP\x02"), snappyBytes(t, plain)...),
+		"raw body under format 2":   append([]byte("CONSENTDSNAP\x02"), plain...),
+		"truncated":                 good[:len(good)/2],
+		"a corrupt chunk":           corrupt,
 	} {
 		err := a.s.Restore(bytes.NewReader(in))
 		if err == nil {
 			t.Errorf("%s: restore accepted", name)
 			continue
 		}
-		if name != "truncated" && !errors.Is(err, ErrUnknownFormat) {
+		// A damaged stream is an I/O error, not a format one.
+		damaged := name == "truncated" || name == "a corrupt chunk" || name == "raw body under format 2"
+		if !damaged && !errors.Is(err, ErrUnknownFormat) {
 			t.Errorf("%s: %v is not ErrUnknownFormat", name, err)
 		}
 	}
@@ -342,4 +351,71 @@ func finishes(t *testing.T, what string, fn func() error) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s waited for a snapshot nobody was writing", what)
 	}
+}
+
+func snappyBytes(t testing.TB, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w := snappy.NewBufferedWriter(&buf)
+	if _, err := w.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// Snapshots written before format 2 (the bbolt file as is) still restore,
+// so a rolling upgrade can install an older leader's snapshot.
+func TestRestoreReadsFormat1(t *testing.T) {
+	src := newApplier(t)
+	patients := populate(t, src, 5)
+	want := dump(t, src.s, patients)
+	var raw bytes.Buffer
+	raw.WriteString("CONSENTDSNAP\x01")
+	if err := src.s.db.View(func(tx *bolt.Tx) error { _, err := tx.WriteTo(&raw); return err }); err != nil {
+		t.Fatal(err)
+	}
+	size := raw.Len()
+	fresh := openTest(t)
+	if err := fresh.Restore(&raw); err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(t, fresh, patients); got != want {
+		t.Fatalf("format 1 restore:\n got %s\nwant %s", got, want)
+	}
+	// And format 2 is much smaller than the file it copies.
+	if n := len(snapshotBytes(t, src.s)); n*2 > size {
+		t.Fatalf("format 2 snapshot is %d bytes for a %d-byte register: not compressed", n, size)
+	}
+}
+
+// FuzzRestore: a snapshot arrives from another node; whatever its bytes, a
+// restore either succeeds with a valid register or fails leaving the
+// register as it was, and never panics.
+func FuzzRestore(f *testing.F) {
+	a := newApplier(f)
+	a.apply(rec("scr", "dissent", 1, "a"))
+	good := snapshotBytes(f, a.s)
+	f.Add(good)
+	f.Add(good[:len(good)/2])
+	f.Add([]byte("CONSENTDSNAP\x01"))
+	f.Add(append([]byte("CONSENTDSNAP\x02"), snappyBytes(f, []byte("not a database"))...))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		s := openTest(t)
+		empty := dump(t, s, []string{pt})
+		if err := s.Restore(bytes.NewReader(in)); err != nil {
+			if s.AppliedIndex() != 0 || dump(t, s, []string{pt}) != empty {
+				t.Fatalf("a refused restore (%v) changed the register", err)
+			}
+			return
+		}
+		// Accepted: it must be a register that reads and takes writes.
+		dump(t, s, []string{pt})
+		next := &applier{t: t, s: s, index: s.AppliedIndex()}
+		if res := next.apply(rec("scr", "consent_core", 2, "fuzz-after")); res.GetCode() != 0 {
+			t.Fatalf("restored register refuses a valid write: %v", res)
+		}
+	})
 }

@@ -42,8 +42,12 @@ type Config struct {
 	SnapshotThreshold uint64        // default 8192 entries since the last snapshot
 	// TrailingLogs stay after a snapshot so a briefly lagging follower
 	// catches up from the log rather than by snapshot install.
-	TrailingLogs    uint64 // default 10240
-	RetainSnapshots int    // default 2
+	TrailingLogs uint64 // default 10240
+	// RetainSnapshots is how many snapshots stay on disk. Each is a full
+	// copy of the register, and the register is durable on its own (it is
+	// not restored from a snapshot on start), while raft finishes writing a
+	// new snapshot before it reaps the old one: one is enough.
+	RetainSnapshots int // default 1
 	// EnqueueTimeout bounds handing an entry to raft (not its commit).
 	EnqueueTimeout time.Duration // default 5s
 	// BarrierTimeout bounds the barrier a new leader issues before serving reads.
@@ -63,7 +67,7 @@ func DefaultConfig() Config {
 		SnapshotInterval:   30 * time.Second,
 		SnapshotThreshold:  8192,
 		TrailingLogs:       10240,
-		RetainSnapshots:    2,
+		RetainSnapshots:    1,
 		EnqueueTimeout:     5 * time.Second,
 		BarrierTimeout:     10 * time.Second,
 		TransferTimeout:    5 * time.Second,
