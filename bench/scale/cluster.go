@@ -29,6 +29,8 @@ type node struct {
 	exited                 chan struct{}
 	bin                    string
 	bootstrap, joinThrough string
+	memLimit               int64 // bytes; 0 is no cap
+	cap                    *memoryCap
 }
 
 // newCluster lays out n nodes with ports from base (raft base+i, gRPC
@@ -80,12 +82,22 @@ func (nd *node) start() error {
 		return err
 	}
 	nd.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}, f *os.File) {
+	var mc *memoryCap
+	if nd.memLimit > 0 {
+		// Capped right after start: the node has mapped its files but not
+		// yet read the register at any scale.
+		mc, err = newMemoryCap("consentd-scale-"+nd.id+"-"+strconv.Itoa(nd.cmd.Process.Pid), nd.memLimit, nd.cmd.Process.Pid)
+		if err != nil {
+			nd.cmd.Process.Kill()
+		}
+	}
+	go func(cmd *exec.Cmd, done chan struct{}, f *os.File, mc *memoryCap) {
 		cmd.Wait()
 		f.Close()
+		mc.remove()
 		close(done)
-	}(nd.cmd, nd.exited, f)
-	return nil
+	}(nd.cmd, nd.exited, f, mc)
+	return err
 }
 
 // stop ends the process with SIGTERM (a clean shutdown), or SIGKILL after

@@ -42,6 +42,7 @@ type Config struct {
 	PortBase  int
 	NodeFlags []string
 	Seed      uint64
+	MemLimit  int64 // bytes per node; 0 is no cap
 }
 
 // Validate names the first wrong flag.
@@ -67,6 +68,9 @@ func (c Config) Validate() error {
 	if c.Idle < 0 {
 		errs = append(errs, fmt.Errorf("-idle %v: negative", c.Idle))
 	}
+	if c.MemLimit < 0 || (c.MemLimit > 0 && c.MemLimit < 32<<20) {
+		errs = append(errs, fmt.Errorf("-memory-limit-mib %d: 0 (no cap) or at least 32", c.MemLimit>>20))
+	}
 	if c.PortBase < 1024 || c.PortBase > 65000 {
 		errs = append(errs, fmt.Errorf("-port-base %d: want 1024..65000", c.PortBase))
 	}
@@ -89,7 +93,9 @@ func main() {
 	flag.IntVar(&cfg.PortBase, "port-base", cfg.PortBase, "raft ports from here, gRPC +100, REST +200")
 	flag.StringVar(&nodeFlags, "node-flags", "", "extra consentd flags, space-separated (e.g. \"--snapshot-threshold 16384\")")
 	flag.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the patients checked")
+	memMiB := flag.Int64("memory-limit-mib", 0, "cap each node's memory (page cache included) with a cgroup, to show the register on a small node (root)")
 	flag.Parse()
+	cfg.MemLimit = *memMiB << 20
 	cfg.NodeFlags = strings.Fields(nodeFlags)
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
@@ -115,6 +121,9 @@ func run(ctx context.Context, log *slog.Logger, cfg Config, out io.Writer) (err 
 		return err
 	}
 	nodes := newCluster(cfg.Consentd, dir, 3, cfg.PortBase, cfg.NodeFlags)
+	for _, nd := range nodes {
+		nd.memLimit = cfg.MemLimit
+	}
 	defer func() {
 		for _, nd := range nodes {
 			nd.stop(30 * time.Second)
@@ -129,6 +138,9 @@ func run(ctx context.Context, log *slog.Logger, cfg Config, out io.Writer) (err 
 	p := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
 
 	p("consentd scale run: %d patients, %d writers, batch %d, data in %s", cfg.Patients, cfg.Conc, cfg.Batch, dir)
+	if cfg.MemLimit > 0 {
+		p("each node capped at %s of memory, page cache included (cgroup)", mib(cfg.MemLimit))
+	}
 	if err := nodes[0].start(); err != nil {
 		return err
 	}
