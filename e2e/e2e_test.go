@@ -421,10 +421,10 @@ func threeProcesses(t *testing.T, bin string, w *world) {
 	procs[leader].start(t, bin)
 	waitFor(t, 30*time.Second, func() error {
 		var a, b statusJSON
-		if _, _, err := w.httpJSON("GET", w.scheme+procs[leader].httpAddr+"/v1/cluster/status", nil, &a); err != nil {
+		if _, _, err := w.httpJSON("GET", w.scheme+procs[leader].httpAddr+"/v1/cluster/status?includeDigest=true", nil, &a); err != nil {
 			return err
 		}
-		if _, _, err := w.httpJSON("GET", w.scheme+survivor.httpAddr+"/v1/cluster/status", nil, &b); err != nil {
+		if _, _, err := w.httpJSON("GET", w.scheme+survivor.httpAddr+"/v1/cluster/status?includeDigest=true", nil, &b); err != nil {
 			return err
 		}
 		if a.StateDigest == "" || a.StateDigest != b.StateDigest || a.AppliedIndex != b.AppliedIndex {
