@@ -12,8 +12,8 @@ import (
 
 	"github.com/lmc-consent/consentd/audit"
 	"github.com/lmc-consent/consentd/fsm"
-	"github.com/lmc-consent/consentd/raftnode"
 	consentv1 "github.com/lmc-consent/consentd/proto/consent/v1"
+	"github.com/lmc-consent/consentd/raftnode"
 )
 
 const batchPath = "/v1/decisions:batchRecord"
