@@ -144,8 +144,9 @@ func (c *consentService) RecordDecisions(ctx context.Context, req *consentv1.Rec
 		return nil, s.grpcError(err)
 	}
 	if len(res.GetItems()) != len(items) {
+		// Never expected; the batch did commit, so say that rather than fail it.
 		s.log.Error("batch result does not match the batch", "items", len(items), "results", len(res.GetItems()), "revision", res.GetRaftIndex())
-		return nil, status.Error(codes.Internal, internalMessage)
+		return nil, status.Errorf(codes.Internal, "the batch was committed at revision %d but its per-decision results are incomplete; retrying with the same request ids replays them", res.GetRaftIndex())
 	}
 	out := &consentv1.RecordDecisionsResponse{Revision: res.GetRaftIndex(), Results: make([]*consentv1.RecordDecisionResponse, len(items))}
 	for i, item := range res.GetItems() {
