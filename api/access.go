@@ -22,6 +22,7 @@ import (
 // reveal nothing about a patient and are not logged.
 var operations = map[string]audit.Operation{
 	"/consent.v1.ConsentService/RecordDecision":     audit.OpWrite,
+	"/consent.v1.ConsentService/RecordDecisions":    audit.OpWrite,
 	"/consent.v1.ConsentService/MarkEnteredInError": audit.OpWrite,
 	"/consent.v1.ConsentService/GetConsents":        audit.OpRead,
 	"/consent.v1.ConsentService/ListDecisions":      audit.OpHistory,
@@ -57,6 +58,13 @@ func (s *Server) logAccess(ctx context.Context, id pki.Identity, method string, 
 	}
 	if r, ok := req.(interface{ GetNhsNumbers() []string }); ok {
 		e.NHSNumbers = r.GetNhsNumbers()
+	}
+	if r, ok := req.(*consentv1.RecordDecisionsRequest); ok {
+		// One entry for the whole batch: it is one write, allowed or not as one.
+		e.NHSNumbers = make([]string, len(r.GetDecisions()))
+		for i, d := range r.GetDecisions() {
+			e.NHSNumbers[i] = d.GetNhsNumber()
+		}
 	}
 	if r, ok := req.(interface{ GetKind() string }); ok {
 		e.Kind = r.GetKind()

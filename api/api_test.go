@@ -150,7 +150,7 @@ func TestBadInputIsRefusedAndNothingApplied(t *testing.T) {
 			{"wrong JSON type", recordPath(patient), `{"kind":7,"state":"dissent","channel":"phone"}`, "kind", 400},
 			{"malformed JSON", recordPath(patient), `{"kind":`, "", 400},
 			{"bad entered-in-error number", "/v1/patients/9990000017/decisions/x:enteredInError", `{}`, "nhs_number", 400},
-			{"oversized body", recordPath(patient), `{"reason":"` + strings.Repeat("x", 70<<10) + `"}`, "", 413},
+			{"oversized body", recordPath(patient), `{"reason":"` + strings.Repeat("x", int(DefaultConfig().MaxBodyBytes)+6<<10) + `"}`, "", 413},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				before, _, _ := h.fake.counts()
@@ -173,7 +173,7 @@ func TestBadInputIsRefusedAndNothingApplied(t *testing.T) {
 			})
 		}
 		// Chunked, so no Content-Length gives the size away.
-		big := io.MultiReader(strings.NewReader(`{"reason":"`), strings.NewReader(strings.Repeat("x", 70<<10)), strings.NewReader(`"}`))
+		big := io.MultiReader(strings.NewReader(`{"reason":"`), strings.NewReader(strings.Repeat("x", int(h.cfg.MaxBodyBytes)+6<<10)), strings.NewReader(`"}`))
 		resp, err := http.Post(h.base+recordPath(patient), "application/json", big)
 		if err != nil {
 			t.Fatal(err)
@@ -182,7 +182,7 @@ func TestBadInputIsRefusedAndNothingApplied(t *testing.T) {
 		if resp.StatusCode != 413 || resp.Request.ContentLength > 0 {
 			t.Fatalf("chunked oversized body: %d", resp.StatusCode)
 		}
-		if got := h.do("POST", recordPath(patient), `{"reason":"`+strings.Repeat("x", 70<<10)+`"}`); got.body["code"] != float64(8) ||
+		if got := h.do("POST", recordPath(patient), `{"reason":"`+strings.Repeat("x", int(h.cfg.MaxBodyBytes)+6<<10)+`"}`); got.body["code"] != float64(8) ||
 			!strings.Contains(fmt.Sprint(got.body["message"]), fmt.Sprint(h.cfg.MaxBodyBytes)) {
 			t.Fatalf("413 body: %s", got.raw)
 		}
@@ -482,8 +482,16 @@ func TestOperationalEndpoints(t *testing.T) {
 		t.Fatalf("kinds %d %s", kinds.code, kinds.raw)
 	}
 	st := h.do("GET", "/v1/cluster/status", "")
-	if st.code != 200 || st.body["insecure"] != true || st.body["stateDigest"] != "fake-digest" || st.body["version"] != "test" || st.body["id"] != "t1" {
-		t.Fatalf("status %d %s", st.code, st.raw)
+	if st.code != 200 || st.body["insecure"] != true || st.body["stateDigest"] != "" || st.body["version"] != "test" || st.body["id"] != "t1" {
+		t.Fatalf("status (the digest only when asked) %d %s", st.code, st.raw)
+	}
+	for _, q := range []string{"includeDigest=true", "include_digest=true"} {
+		if st := h.do("GET", "/v1/cluster/status?"+q, ""); st.code != 200 || st.body["stateDigest"] != "fake-digest" || st.body["version"] != "test" {
+			t.Fatalf("status?%s %d %s", q, st.code, st.raw)
+		}
+	}
+	if st, err := h.ops.GetStatus(context.Background(), &consentv1.GetStatusRequest{IncludeDigest: true}); err != nil || st.GetStateDigest() != "fake-digest" {
+		t.Fatalf("gRPC status with digest: %v %v", st, err)
 	}
 	if got := h.do("DELETE", "/v1/cluster/members/nope", ""); got.code != 404 {
 		t.Fatalf("remove unknown member: %d", got.code)
@@ -575,18 +583,18 @@ func TestPanicBecomesInternal(t *testing.T) {
 	logs := &logBuffer{}
 	h := newHarness(t, fakeBackend, func(c *Config) { c.Logger = logs.logger() })
 	h.reg.set(func(r *fakeRegister) { r.panics = true })
-	_, err := h.ops.GetStatus(context.Background(), &consentv1.GetStatusRequest{})
+	_, err := h.ops.GetStatus(context.Background(), &consentv1.GetStatusRequest{IncludeDigest: true})
 	if status.Code(err) != codes.Internal || strings.Contains(err.Error(), "fake register") {
 		t.Fatalf("gRPC panic: %v", err)
 	}
-	if got := h.do("GET", "/v1/cluster/status", ""); got.code != 500 || strings.Contains(string(got.raw), "fake register") {
+	if got := h.do("GET", "/v1/cluster/status?includeDigest=true", ""); got.code != 500 || strings.Contains(string(got.raw), "fake register") {
 		t.Fatalf("REST panic: %d %s", got.code, got.raw)
 	}
 	if !strings.Contains(logs.String(), "panic in handler") {
 		t.Fatal("panic not logged")
 	}
 	h.reg.set(func(r *fakeRegister) { r.panics = false })
-	if _, err := h.ops.GetStatus(context.Background(), &consentv1.GetStatusRequest{}); err != nil {
+	if _, err := h.ops.GetStatus(context.Background(), &consentv1.GetStatusRequest{IncludeDigest: true}); err != nil {
 		t.Fatalf("server did not survive the panic: %v", err)
 	}
 }
@@ -646,7 +654,7 @@ func TestConfig(t *testing.T) {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
 	d := DefaultConfig()
-	if d.MaxBodyBytes != 64<<10 || d.MaxCheckBatch != 1000 || d.MaxPageSize != 100 || d.MaxClockSkew != fsm.MaxClockSkew ||
+	if d.MaxBodyBytes != 1<<20 || d.MaxCheckBatch != 1000 || d.MaxPageSize != 100 || d.MaxClockSkew != fsm.MaxClockSkew ||
 		d.DefaultTimeout != 10*time.Second || d.ReadyTimeout != time.Second || d.ReadHeaderTimeout <= 0 {
 		t.Fatalf("defaults differ from the documented ones: %+v", d)
 	}

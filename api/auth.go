@@ -44,6 +44,7 @@ var (
 	allReaders  = []pki.Role{pki.RolePractice, pki.RoleReader, pki.RoleLMCAdmin, pki.RoleAuditor}
 	methodRoles = map[string][]pki.Role{
 		"/consent.v1.ConsentService/RecordDecision":     {pki.RolePractice},
+		"/consent.v1.ConsentService/RecordDecisions":    {pki.RolePractice},
 		"/consent.v1.ConsentService/MarkEnteredInError": {pki.RoleLMCAdmin},
 		"/consent.v1.ConsentService/GetConsents":        allReaders,
 		"/consent.v1.ConsentService/ListDecisions":      allReaders,

@@ -278,6 +278,8 @@ func TestAllowedTable(t *testing.T) {
 		{"node joins as another", node, "/consentd.cluster.v1.PeerService/Join", &clusterv1.JoinRequest{Id: "n1"}, false},
 		{"node on the public API", node, "/consent.v1.ConsentService/GetConsents", nil, false},
 		{"practice records", practice, "/consent.v1.ConsentService/RecordDecision", nil, true},
+		{"practice records a batch", practice, "/consent.v1.ConsentService/RecordDecisions", nil, true},
+		{"reader records a batch", pki.Identity{Org: "RR801", Role: pki.RoleReader}, "/consent.v1.ConsentService/RecordDecisions", nil, false},
 		{"practice corrects", practice, "/consent.v1.ConsentService/MarkEnteredInError", nil, false},
 		{"admin corrects", pki.Identity{Org: "LMC01", Role: pki.RoleLMCAdmin}, "/consent.v1.ConsentService/MarkEnteredInError", nil, true},
 		{"unknown method", practice, "/consent.v1.ConsentService/DropEverything", nil, false},

@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/lmc-consent/consentd/fsm"
@@ -36,6 +39,10 @@ func newID(now time.Time) string {
 	h := hex.EncodeToString(b[:])
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
+
+// forwardOverhead is room for the node-to-node message around a forwarded
+// log entry.
+const forwardOverhead = 4 << 10
 
 // requestIDHeader is the metadata key the gateway puts X-Request-ID under.
 const requestIDHeader = "x-request-id"
@@ -73,6 +80,84 @@ func (c *consentService) RecordDecision(ctx context.Context, req *consentv1.Reco
 	if err != nil {
 		return nil, s.grpcError(err)
 	}
+	cmd, err := s.decisionCommand(ctx, req, rid, now)
+	if err != nil {
+		return nil, s.grpcError(err)
+	}
+	if err := fsm.ValidateRecordDecision(cmd, now); err != nil {
+		return nil, s.grpcError(err)
+	}
+	if err := s.checkClockSkew(cmd, now); err != nil {
+		return nil, s.grpcError(err)
+	}
+	res, err := s.propose(ctx, &commandv1.Envelope{Body: &commandv1.Envelope_RecordDecision{RecordDecision: cmd}})
+	if err != nil {
+		return nil, s.grpcError(err)
+	}
+	return toRecordDecisionResponse(res), nil
+}
+
+// RecordDecisions proposes a whole batch as one raft entry after checking
+// every item here with the register's own rules, so bad input never reaches
+// the log; the register checks again and is the authority. The outcome is
+// mapped exactly as a single write's: unknown stays unknown.
+func (c *consentService) RecordDecisions(ctx context.Context, req *consentv1.RecordDecisionsRequest) (*consentv1.RecordDecisionsResponse, error) {
+	s := c.s
+	now := s.cfg.Now()
+	if headerRequestID(ctx) != "" {
+		return nil, s.grpcError(&fsm.FieldError{Field: "request_id",
+			Msg: "X-Request-ID cannot key a batch; give every decision its own requestId"})
+	}
+	items := req.GetDecisions()
+	if n := len(items); n == 0 || n > fsm.MaxBatch {
+		return nil, s.grpcError(&fsm.FieldError{Field: "decisions", Msg: fmt.Sprintf("must hold 1..%d decisions, got %d", fsm.MaxBatch, n)})
+	}
+	batch := &commandv1.RecordDecisions{Decisions: make([]*commandv1.RecordDecision, len(items))}
+	for i, item := range items {
+		// A node-made id would defeat a bulk load's retries: it must be the client's.
+		if item.GetRequestId() == "" {
+			return nil, s.grpcError(fsm.BatchItemError(i, &fsm.FieldError{Field: "request_id", Msg: "is required in a batch, so that retrying it is safe"}))
+		}
+		cmd, err := s.decisionCommand(ctx, item, item.GetRequestId(), now)
+		if err != nil {
+			return nil, s.grpcError(fsm.BatchItemError(i, err))
+		}
+		batch.Decisions[i] = cmd
+	}
+	if err := fsm.ValidateRecordDecisions(batch, now); err != nil {
+		return nil, s.grpcError(err)
+	}
+	for i, cmd := range batch.Decisions {
+		if err := s.checkClockSkew(cmd, now); err != nil {
+			return nil, s.grpcError(fsm.BatchItemError(i, err))
+		}
+	}
+	env := &commandv1.Envelope{Body: &commandv1.Envelope_RecordDecisions{RecordDecisions: batch}}
+	// A follower forwards the entry to the leader as one gRPC message, which
+	// the leader receives under the same bound as any request.
+	if n, limit := proto.Size(env), s.cfg.MaxRecvMsgSize-forwardOverhead; n > limit {
+		return nil, s.grpcError(&fsm.FieldError{Field: "decisions",
+			Msg: fmt.Sprintf("the batch is %d bytes as a log entry, at most %d: send fewer decisions or shorter reasons", n, limit)})
+	}
+	res, err := s.propose(ctx, env)
+	if err != nil {
+		return nil, s.grpcError(err)
+	}
+	if len(res.GetItems()) != len(items) {
+		// Never expected; the batch did commit, so say that rather than fail it.
+		s.log.Error("batch result does not match the batch", "items", len(items), "results", len(res.GetItems()), "revision", res.GetRaftIndex())
+		return nil, status.Errorf(codes.Internal, "the batch was committed at revision %d but its per-decision results are incomplete; retrying with the same request ids replays them", res.GetRaftIndex())
+	}
+	out := &consentv1.RecordDecisionsResponse{Revision: res.GetRaftIndex(), Results: make([]*consentv1.RecordDecisionResponse, len(items))}
+	for i, item := range res.GetItems() {
+		out.Results[i] = toRecordDecisionResponse(item)
+	}
+	return out, nil
+}
+
+// decisionCommand stamps a RecordDecision from a request: a new decision id,
+// recorded_at, the caller as recorded_by and this node as accepted_by.
+func (s *Server) decisionCommand(ctx context.Context, req *consentv1.RecordDecisionRequest, rid string, now time.Time) (*commandv1.RecordDecision, error) {
 	cmd := &commandv1.RecordDecision{
 		DecisionId: newID(now), RequestId: rid, NhsNumber: req.GetNhsNumber(),
 		Kind: req.GetKind(), State: req.GetState(),
@@ -86,28 +171,32 @@ func (c *consentService) RecordDecision(ctx context.Context, req *consentv1.Reco
 	}
 	if req.GetEffectiveFrom() != nil {
 		if err := req.GetEffectiveFrom().CheckValid(); err != nil {
-			return nil, s.grpcError(&fsm.FieldError{Field: "effective_from", Msg: err.Error()})
+			return nil, &fsm.FieldError{Field: "effective_from", Msg: err.Error()}
 		}
 		cmd.EffectiveFromMicros, cmd.EffectiveFromGiven = req.GetEffectiveFrom().AsTime().UnixMicro(), true
 	} else {
 		cmd.EffectiveFromMicros = cmd.RecordedAtMicros
 	}
-	if err := fsm.ValidateRecordDecision(cmd, now); err != nil {
-		return nil, s.grpcError(err)
-	}
+	return cmd, nil
+}
+
+// checkClockSkew applies this node's bound on effective_from, which may be
+// tighter than the register's.
+func (s *Server) checkClockSkew(cmd *commandv1.RecordDecision, now time.Time) error {
 	if cmd.GetEffectiveFromMicros() > now.Add(s.cfg.MaxClockSkew).UnixMicro() {
-		return nil, s.grpcError(&fsm.FieldError{Field: "effective_from",
-			Msg: fmt.Sprintf("is in the future (more than %v ahead of this node's clock)", s.cfg.MaxClockSkew)})
+		return &fsm.FieldError{Field: "effective_from",
+			Msg: fmt.Sprintf("is in the future (more than %v ahead of this node's clock)", s.cfg.MaxClockSkew)}
 	}
-	res, err := s.propose(ctx, &commandv1.Envelope{Body: &commandv1.Envelope_RecordDecision{RecordDecision: cmd}})
-	if err != nil {
-		return nil, s.grpcError(err)
-	}
+	return nil
+}
+
+func toRecordDecisionResponse(res *commandv1.Result) *consentv1.RecordDecisionResponse {
+	rec := res.GetDecision()
 	return &consentv1.RecordDecisionResponse{
-		Decision: toDecision(res.GetDecision(), res.GetDecision().GetDecision().GetReason()),
-		Consent:  toConsent(cmd.GetKind(), res.GetCurrent()),
+		Decision: toDecision(rec, rec.GetDecision().GetReason()),
+		Consent:  toConsent(rec.GetDecision().GetKind(), res.GetCurrent()),
 		Changed:  res.GetChanged(), Duplicate: res.GetDuplicate(),
-	}, nil
+	}
 }
 
 func (c *consentService) MarkEnteredInError(ctx context.Context, req *consentv1.MarkEnteredInErrorRequest) (*consentv1.MarkEnteredInErrorResponse, error) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -68,6 +69,8 @@ func (r *fakeRegister) apply(idx uint64, b []byte) *commandv1.Result {
 		return r.record(idx, body.RecordDecision)
 	case *commandv1.Envelope_MarkEnteredInError:
 		return r.enteredInError(idx, body.MarkEnteredInError)
+	case *commandv1.Envelope_RecordDecisions:
+		return r.recordBatch(idx, body.RecordDecisions)
 	}
 	return fail(commandv1.Result_CODE_INVALID_ARGUMENT, "command", "not supported by the fake")
 }
@@ -91,7 +94,7 @@ func (r *fakeRegister) record(idx uint64, cmd *commandv1.RecordDecision) *comman
 		errors.As(err, &fe)
 		return fail(commandv1.Result_CODE_INVALID_ARGUMENT, fe.Field, fe.Msg)
 	}
-	fp := strings.Join([]string{cmd.GetNhsNumber(), cmd.GetKind(), cmd.GetState()}, "|")
+	fp := fakeFingerprint(cmd)
 	if res, ok := r.replay(cmd.GetRequestId(), fp); ok {
 		return res
 	}
@@ -113,6 +116,34 @@ func (r *fakeRegister) record(idx uint64, cmd *commandv1.RecordDecision) *comman
 	res := &commandv1.Result{Decision: rec, Current: next, Changed: changed, RaftIndex: idx}
 	r.requests[cmd.GetRequestId()] = fakeRequest{fp, res}
 	return res
+}
+
+func fakeFingerprint(cmd *commandv1.RecordDecision) string {
+	return strings.Join([]string{cmd.GetNhsNumber(), cmd.GetKind(), cmd.GetState()}, "|")
+}
+
+// recordBatch is all or nothing, as the register: every item is checked
+// before any is recorded.
+func (r *fakeRegister) recordBatch(idx uint64, cmd *commandv1.RecordDecisions) *commandv1.Result {
+	if err := fsm.ValidateRecordDecisions(cmd, time.Time{}); err != nil {
+		var fe *fsm.FieldError
+		errors.As(err, &fe)
+		return fail(commandv1.Result_CODE_INVALID_ARGUMENT, fe.Field, fe.Msg)
+	}
+	for i, d := range cmd.GetDecisions() {
+		prev, seen := r.requests[d.GetRequestId()]
+		if seen && prev.fingerprint != fakeFingerprint(d) {
+			return fail(commandv1.Result_CODE_REQUEST_CONFLICT, fmt.Sprintf("decisions[%d].request_id", i), "reused with different content")
+		}
+		if !seen && d.ExpectedVersion != nil && d.GetExpectedVersion() != r.current[[2]string{d.GetNhsNumber(), d.GetKind()}].GetVersion() {
+			return fail(commandv1.Result_CODE_VERSION_MISMATCH, fmt.Sprintf("decisions[%d].expected_version", i), "does not match the current version")
+		}
+	}
+	out := &commandv1.Result{RaftIndex: idx}
+	for _, d := range cmd.GetDecisions() {
+		out.Items = append(out.Items, r.record(idx, d))
+	}
+	return out
 }
 
 func (r *fakeRegister) enteredInError(idx uint64, cmd *commandv1.MarkEnteredInError) *commandv1.Result {

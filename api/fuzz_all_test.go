@@ -28,6 +28,7 @@ var restRoutes = []struct{ method, path string }{
 	{"POST", "/v1/cluster/members"},
 	{"DELETE", "/v1/cluster/members/{p}"},
 	{"GET", "/v1/audit/access"},
+	{"POST", "/v1/decisions:batchRecord"},
 }
 
 // FuzzEveryRESTRoute sends arbitrary path segments, query strings and
@@ -42,6 +43,9 @@ func FuzzEveryRESTRoute(f *testing.F) {
 	f.Add(uint8(7), "", "", []byte(`{"id":"n4","raftAddr":"10.0.0.4:7081","grpcAddr":"10.0.0.4:9081","httpAddr":"10.0.0.4:8081"}`))
 	f.Add(uint8(8), "n4", "", []byte{})
 	f.Add(uint8(9), "", "nhsNumber=9990000018&since=2026-01-01T00:00:00Z&pageSize=-1", []byte{})
+	f.Add(uint8(10), "", "", []byte(`{"decisions":[{"nhsNumber":"9990000018","kind":"scr","state":"dissent","channel":"import","requestId":"b-1"},`+
+		`{"nhsNumber":"9000000009","kind":"scr","state":"dissent","channel":"import","requestId":"b-2","expectedVersion":"0"}]}`))
+	f.Add(uint8(6), "", "includeDigest=true", []byte{})
 	srv, _ := fuzzServer(f, true)
 	handler := srv.http.Handler
 	f.Fuzz(func(t *testing.T, route uint8, segment, query string, body []byte) {
@@ -69,9 +73,13 @@ func FuzzEveryGRPCRequest(f *testing.F) {
 		&consentv1.GetConsentsRequest{NhsNumber: patient, Consistency: "stale"},
 		&consentv1.CheckConsentsRequest{Kind: "scr", NhsNumbers: []string{patient}},
 		&consentv1.ListAccessRequest{NhsNumber: patient, PageSize: 3},
+		&consentv1.RecordDecisionsRequest{Decisions: []*consentv1.RecordDecisionRequest{
+			{NhsNumber: patient, Kind: "scr", State: "dissent", Channel: "phone", RequestId: "b-1"},
+			{NhsNumber: "9000000009", Kind: "scr", State: "dissent", Channel: "phone", RequestId: "b-2"}}},
+		&consentv1.GetStatusRequest{IncludeDigest: true},
 	} {
 		b, _ := proto.Marshal(m)
-		for i := uint8(0); i < 10; i++ {
+		for i := uint8(0); i < 11; i++ {
 			f.Add(i, b)
 		}
 	}
@@ -80,7 +88,7 @@ func FuzzEveryGRPCRequest(f *testing.F) {
 	calls := []func(context.Context, []byte) (bool, error){
 		call(cs.RecordDecision), call(cs.MarkEnteredInError), call(cs.GetConsents), call(cs.ListDecisions),
 		call(cs.CheckConsents), call(cs.ListKinds), call(cls.GetStatus), call(cls.AddMember), call(cls.RemoveMember),
-		call(as.ListAccess),
+		call(as.ListAccess), call(cs.RecordDecisions),
 	}
 	f.Fuzz(func(t *testing.T, which uint8, b []byte) {
 		// A bound, so that a handler that hangs fails here instead of

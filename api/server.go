@@ -110,9 +110,10 @@ const maxPageSizeLimit = 1000
 // DefaultConfig is the configuration consentd runs with unless told otherwise.
 func DefaultConfig() Config {
 	return Config{
-		GRPCAddr:          "127.0.0.1:9081",
-		HTTPAddr:          "127.0.0.1:8081",
-		MaxBodyBytes:      64 << 10,
+		GRPCAddr: "127.0.0.1:9081",
+		HTTPAddr: "127.0.0.1:8081",
+		// A RecordDecisions batch of 1,000 is about 400 KiB of JSON.
+		MaxBodyBytes:      1 << 20,
 		MaxCheckBatch:     1000,
 		MaxPageSize:       100,
 		MaxClockSkew:      fsm.MaxClockSkew,

@@ -338,6 +338,31 @@ func threeProcesses(t *testing.T, bin string, w *world) {
 		t.Fatalf("wrong check digit: %d %s", code, raw)
 	}
 
+	// A bulk load: 1,000 decisions in one call on n2 (forwarded if it
+	// follows), all or nothing, read back on n3.
+	items := make([]map[string]any, fsm.MaxBatch)
+	for i := range items {
+		items[i] = map[string]any{"nhsNumber": fsm.TestNHSNumber(100 + i), "kind": "gp_secondary_use", "state": "dissent",
+			"channel": "import", "decisionMaker": map[string]string{"type": "patient"}, "requestId": fmt.Sprintf("e2e-bulk-%d", i)}
+	}
+	var bulk struct {
+		Results []struct {
+			Decision struct {
+				NhsNumber string `json:"nhsNumber"`
+			} `json:"decision"`
+			Duplicate bool `json:"duplicate"`
+		} `json:"results"`
+		Revision string `json:"revision"`
+	}
+	code, raw, err = w.httpJSON("POST", w.scheme+procs[1].httpAddr+"/v1/decisions:batchRecord", map[string]any{"decisions": items}, &bulk)
+	if err != nil || code != 200 || len(bulk.Results) != fsm.MaxBatch || bulk.Results[999].Decision.NhsNumber != fsm.TestNHSNumber(1099) {
+		t.Fatalf("batch record: %d %.300s %v", code, raw, err)
+	}
+	code, raw, err = w.httpJSON("GET", w.scheme+procs[2].httpAddr+"/v1/patients/"+fsm.TestNHSNumber(1099)+"/consents", nil, &cons)
+	if s, v := cons.state("gp_secondary_use"); err != nil || code != 200 || s != "dissent" || v != "1" {
+		t.Fatalf("n3 read after the batch: %d %s %v", code, raw, err)
+	}
+
 	// gRPC: record on n2, check a batch on n1.
 	conns := map[string]consentv1.ConsentServiceClient{}
 	for _, p := range procs {
@@ -421,10 +446,10 @@ func threeProcesses(t *testing.T, bin string, w *world) {
 	procs[leader].start(t, bin)
 	waitFor(t, 30*time.Second, func() error {
 		var a, b statusJSON
-		if _, _, err := w.httpJSON("GET", w.scheme+procs[leader].httpAddr+"/v1/cluster/status", nil, &a); err != nil {
+		if _, _, err := w.httpJSON("GET", w.scheme+procs[leader].httpAddr+"/v1/cluster/status?includeDigest=true", nil, &a); err != nil {
 			return err
 		}
-		if _, _, err := w.httpJSON("GET", w.scheme+survivor.httpAddr+"/v1/cluster/status", nil, &b); err != nil {
+		if _, _, err := w.httpJSON("GET", w.scheme+survivor.httpAddr+"/v1/cluster/status?includeDigest=true", nil, &b); err != nil {
 			return err
 		}
 		if a.StateDigest == "" || a.StateDigest != b.StateDigest || a.AppliedIndex != b.AppliedIndex {

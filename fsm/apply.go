@@ -102,6 +102,8 @@ func (s *Store) applyEntry(b *buckets, idx uint64, data []byte) (*commandv1.Resu
 	switch body := env.GetBody().(type) {
 	case *commandv1.Envelope_RecordDecision:
 		return s.applyRecordDecision(b, idx, body.RecordDecision)
+	case *commandv1.Envelope_RecordDecisions:
+		return s.applyRecordDecisions(b, idx, body.RecordDecisions)
 	case *commandv1.Envelope_MarkEnteredInError:
 		return s.applyMarkEnteredInError(b, idx, body.MarkEnteredInError)
 	case *commandv1.Envelope_UpsertNode:
@@ -125,20 +127,80 @@ func (s *Store) applyRecordDecision(b *buckets, idx uint64, cmd *commandv1.Recor
 	if err != nil {
 		return invalidResult(idx, err), nil
 	}
+	p, rejected, err := s.prepareRecordDecision(b, idx, cmd, kind)
+	if rejected != nil || err != nil {
+		return rejected, err
+	}
+	return s.writeRecordDecision(b, idx, p)
+}
+
+// applyRecordDecisions applies a batch all or nothing: every item is
+// prepared against the state before the batch, and only if none is
+// rejected is any written. Items are for different patients and carry
+// different request and decision ids (validated first), so preparing one
+// never depends on writing another.
+func (s *Store) applyRecordDecisions(b *buckets, idx uint64, cmd *commandv1.RecordDecisions) (*commandv1.Result, error) {
+	kinds, err := validateRecordDecisions(cmd, time.Time{}, s.reg.lookup)
+	if err != nil {
+		return invalidResult(idx, err), nil
+	}
+	prepared := make([]*preparedDecision, len(cmd.GetDecisions()))
+	for i, d := range cmd.GetDecisions() {
+		p, rejected, err := s.prepareRecordDecision(b, idx, d, kinds[i])
+		if err != nil {
+			return nil, fmt.Errorf("decisions[%d]: %w", i, err)
+		}
+		if rejected != nil {
+			rejected.Field = batchField(i, rejected.GetField())
+			return rejected, nil
+		}
+		prepared[i] = p
+	}
+	out := &commandv1.Result{RaftIndex: idx, Items: make([]*commandv1.Result, len(prepared))}
+	for i, p := range prepared {
+		res, err := s.writeRecordDecision(b, idx, p)
+		if err != nil {
+			return nil, fmt.Errorf("decisions[%d]: %w", i, err)
+		}
+		out.Items[i] = res
+	}
+	return out, nil
+}
+
+// preparedDecision is a validated decision checked against the current
+// state: either the replay of an earlier application of its request id, or
+// the records that applying it writes.
+type preparedDecision struct {
+	replay *commandv1.Result
+	cmd    *commandv1.RecordDecision
+	kind   *Kind
+	fp     []byte
+	rec    *commandv1.DecisionRecord
+	next   *commandv1.CurrentRecord
+}
+
+// prepareRecordDecision reads, never writes. rejected is the Result of a
+// decision the register refuses; err is only for storage failures.
+func (s *Store) prepareRecordDecision(b *buckets, idx uint64, cmd *commandv1.RecordDecision, kind *Kind) (p *preparedDecision, rejected *commandv1.Result, err error) {
 	fp := recordDecisionFingerprint(cmd)
-	if res, seen, err := s.replayRequest(b, idx, cmd.GetRequestId(), fp); seen || err != nil {
-		return res, err
+	res, seen, err := s.replayRequest(b, idx, cmd.GetRequestId(), fp)
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case seen && res.GetCode() != commandv1.Result_CODE_OK:
+		return nil, res, nil
+	case seen:
+		return &preparedDecision{replay: res}, nil, nil
 	}
 	if b.ids.Get([]byte(cmd.GetDecisionId())) != nil {
-		return invalidResult(idx, fieldErr("decision_id", "a decision with this id already exists")), nil
+		return nil, invalidResult(idx, fieldErr("decision_id", "a decision with this id already exists")), nil
 	}
-	nhs := cmd.GetNhsNumber()
-	cur, err := getCurrent(b.current, nhs, kind)
+	cur, err := getCurrent(b.current, cmd.GetNhsNumber(), kind)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if res := checkExpectedVersion(idx, cmd.ExpectedVersion, cur); res != nil {
-		return res, nil
+		return nil, res, nil
 	}
 	// Raft indexes only grow, so a tie on effective_from goes to the newcomer.
 	becomes := cur.GetDecisionId() == "" || cmd.GetEffectiveFromMicros() >= cur.GetEffectiveFromMicros()
@@ -149,20 +211,29 @@ func (s *Store) applyRecordDecision(b *buckets, idx uint64, cmd *commandv1.Recor
 		next.EffectiveFromMicros, next.RaftIndex = cmd.GetEffectiveFromMicros(), idx
 	}
 	rec := &commandv1.DecisionRecord{Decision: cmd, RaftIndex: idx, Version: next.Version, Changed: becomes}
+	return &preparedDecision{cmd: cmd, kind: kind, fp: fp, rec: rec, next: next}, nil, nil
+}
+
+// writeRecordDecision stores a prepared decision, or answers its replay.
+func (s *Store) writeRecordDecision(b *buckets, idx uint64, p *preparedDecision) (*commandv1.Result, error) {
+	if p.replay != nil {
+		return p.replay, nil
+	}
+	nhs, id := p.cmd.GetNhsNumber(), p.cmd.GetDecisionId()
 	key := decisionKey(nhs, idx)
-	if err := putProto(b.decisions, key, rec); err != nil {
+	if err := putProto(b.decisions, key, p.rec); err != nil {
 		return nil, err
 	}
-	if err := b.ids.Put([]byte(cmd.GetDecisionId()), key); err != nil {
+	if err := b.ids.Put([]byte(id), key); err != nil {
 		return nil, err
 	}
-	if err := putProto(b.current, currentKey(nhs, kind.Name), next); err != nil {
+	if err := putProto(b.current, currentKey(nhs, p.kind.Name), p.next); err != nil {
 		return nil, err
 	}
-	if err := putRequest(b, cmd.GetRequestId(), fp, cmd.GetDecisionId(), nhs, idx); err != nil {
+	if err := putRequest(b, p.cmd.GetRequestId(), p.fp, id, nhs, idx); err != nil {
 		return nil, err
 	}
-	return &commandv1.Result{Decision: rec, Current: next, Changed: becomes, RaftIndex: idx}, nil
+	return &commandv1.Result{Decision: p.rec, Current: p.next, Changed: p.rec.GetChanged(), RaftIndex: idx}, nil
 }
 
 func (s *Store) applyMarkEnteredInError(b *buckets, idx uint64, cmd *commandv1.MarkEnteredInError) (*commandv1.Result, error) {

@@ -3,6 +3,8 @@ package fsm
 import (
 	"fmt"
 	"testing"
+
+	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
 )
 
 func encodedDecisions(b *testing.B, n int) [][]byte {
@@ -102,6 +104,32 @@ func BenchmarkDecodeCommand(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if _, err := DecodeCommand(enc); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkApplyRecordDecisions1000 is one RecordDecisions entry of 1,000
+// decisions (the bulk-load shape: one raft entry, one transaction); reported
+// per batch.
+func BenchmarkApplyRecordDecisions1000(b *testing.B) {
+	s := openTest(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		ds := make([]*commandv1.RecordDecision, MaxBatch)
+		for k := range ds {
+			n := i*MaxBatch + k
+			ds[k] = decision(TestNHSNumber(n%50000), "scr", []string{"dissent", "consent_core"}[i%2], i%300, fmt.Sprintf("bench-%d", n))
+		}
+		enc, err := EncodeCommand(batch(ds...))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		res := s.Apply([]uint64{uint64(i + 1)}, [][]byte{enc})
+		if r := res[0].(*commandv1.Result); r.GetCode() != commandv1.Result_CODE_OK {
+			b.Fatalf("batch %d: %v %s", i, r.GetCode(), r.GetMessage())
 		}
 	}
 }

@@ -53,6 +53,8 @@ func goldenEnvelopes() map[string]*commandv1.Envelope {
 		"upsert_node_v1.hex": {Body: &commandv1.Envelope_UpsertNode{UpsertNode: &commandv1.UpsertNode{
 			Id: "n1", RaftAddr: "10.0.0.1:7000", GrpcAddr: "10.0.0.1:7001", HttpAddr: "10.0.0.1:7002"}}},
 		"remove_node_v1.hex": {Body: &commandv1.Envelope_RemoveNode{RemoveNode: &commandv1.RemoveNode{Id: "n3"}}},
+		"record_decisions_v1.hex": batch(goldenRecordDecision(),
+			decision("9000000009", "gp_secondary_use", "dissent", 2, "golden-2")),
 	}
 }
 

@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -8,6 +10,10 @@ import (
 
 	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
 )
+
+// MaxBatch bounds the decisions in one RecordDecisions command: the batch is
+// one raft entry and one bbolt transaction.
+const MaxBatch = 1000
 
 // MaxClockSkew is how far in the future effective_from may be.
 const MaxClockSkew = 5 * time.Minute
@@ -107,6 +113,66 @@ func validateRecordDecision(cmd *commandv1.RecordDecision, now time.Time, lookup
 		return err
 	}
 	return validateText("accepted_by", cmd.GetAcceptedBy(), MaxActorFieldBytes)
+}
+
+// ValidateRecordDecisions checks a batch before it is proposed (now as in
+// ValidateRecordDecision); apply runs the same checks without the clock.
+// Besides each item's own rules: 1..MaxBatch items, every one with a
+// request_id, no patient, request id or decision id twice. An error names
+// the item's field as decisions[i].field.
+func ValidateRecordDecisions(cmd *commandv1.RecordDecisions, now time.Time) error {
+	_, err := validateRecordDecisions(cmd, now, func(name string) (*Kind, bool) {
+		k, ok := LookupKind(name)
+		return &k, ok
+	})
+	return err
+}
+
+// validateRecordDecisions returns each item's kind.
+func validateRecordDecisions(cmd *commandv1.RecordDecisions, now time.Time, lookup func(string) (*Kind, bool)) ([]*Kind, error) {
+	items := cmd.GetDecisions()
+	if len(items) == 0 || len(items) > MaxBatch {
+		return nil, fieldErr("decisions", "must hold 1..%d decisions, got %d", MaxBatch, len(items))
+	}
+	kinds := make([]*Kind, len(items))
+	// One patient once per batch keeps versions and expected_version
+	// unambiguous, and keeps decision keys (patient, raft index) unique.
+	patients := make(map[string]int, len(items))
+	requests := make(map[string]int, len(items))
+	decisionIDs := make(map[string]int, len(items))
+	for i, d := range items {
+		if err := validateRecordDecision(d, now, lookup); err != nil {
+			return nil, BatchItemError(i, err)
+		}
+		kinds[i], _ = lookup(d.GetKind())
+		for _, u := range []struct {
+			field, value string
+			seen         map[string]int
+		}{{"nhs_number", d.GetNhsNumber(), patients}, {"request_id", d.GetRequestId(), requests}, {"decision_id", d.GetDecisionId(), decisionIDs}} {
+			if j, dup := u.seen[u.value]; dup {
+				return nil, fieldErr(batchField(i, u.field), "%q is also in decisions[%d]; at most once per batch", u.value, j)
+			}
+			u.seen[u.value] = i
+		}
+	}
+	return kinds, nil
+}
+
+// BatchItemError names item i of a batch in err's field (decisions[i].field),
+// keeping what kind of error it is.
+func BatchItemError(i int, err error) error {
+	var fe *FieldError
+	if !errors.As(err, &fe) {
+		return &FieldError{Field: batchField(i, ""), Msg: err.Error()}
+	}
+	return &FieldError{Field: batchField(i, fe.Field), Msg: fe.Msg, Err: fe.Err}
+}
+
+func batchField(i int, field string) string {
+	if field == "" {
+		return fmt.Sprintf("decisions[%d]", i)
+	}
+	return fmt.Sprintf("decisions[%d].%s", i, field)
 }
 
 // ValidateMarkEnteredInError checks an entered-in-error command before proposing.

@@ -165,7 +165,7 @@ func (g *grpcAPI) Decisions(ctx context.Context, nhs, kind, pageToken string, pa
 }
 
 func (g *grpcAPI) Status(ctx context.Context) (*consentv1.GetStatusResponse, error) {
-	r, err := g.cluster.GetStatus(ctx, &consentv1.GetStatusRequest{})
+	r, err := g.cluster.GetStatus(ctx, &consentv1.GetStatusRequest{IncludeDigest: true})
 	return r, grpcErr(err)
 }
 
@@ -273,7 +273,7 @@ func (r *restAPI) Decisions(ctx context.Context, nhs, kind, pageToken string, pa
 
 func (r *restAPI) Status(ctx context.Context) (*consentv1.GetStatusResponse, error) {
 	out := &consentv1.GetStatusResponse{}
-	return out, r.do(ctx, http.MethodGet, "/v1/cluster/status", nil, out)
+	return out, r.do(ctx, http.MethodGet, "/v1/cluster/status?includeDigest=true", nil, out)
 }
 
 func (r *restAPI) Kinds(ctx context.Context) (*consentv1.ListKindsResponse, error) {

@@ -34,7 +34,8 @@ the command: lmc_admin for add-member and remove-member). Without them
 consentctl speaks plain TCP, for nodes started with --insecure.
 
 Commands:
-  status                                   this node's view of the cluster
+  status [--digest]                        this node's view of the cluster; --digest adds
+                                           the register's state digest (reads all of it)
   kinds                                    the consent kinds registry
   get NHS [--stale]                        a patient's current consents
   history NHS [--kind K]                   a patient's decisions, oldest first
@@ -141,7 +142,12 @@ func call(ctx context.Context, c consentv1.ConsentServiceClient, cl consentv1.Cl
 	}
 	switch cmd {
 	case "status":
-		return cl.GetStatus(ctx, &consentv1.GetStatusRequest{})
+		fs := flag.NewFlagSet("status", flag.ContinueOnError)
+		digest := fs.Bool("digest", false, "include the state digest, to compare nodes (it reads the whole register)")
+		if err := fs.Parse(args); err != nil {
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		return cl.GetStatus(ctx, &consentv1.GetStatusRequest{IncludeDigest: *digest})
 	case "kinds":
 		return c.ListKinds(ctx, &consentv1.ListKindsRequest{})
 	case "get":

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,9 @@ func TestAgainstOneNode(t *testing.T) {
 	}
 	if code, out, _ := ctl("status"); code != 0 || !strings.Contains(out, "leader") {
 		t.Fatalf("status: %d %s", code, out)
+	}
+	if code, out, _ := ctl("status", "-digest"); code != 0 || !regexp.MustCompile(`"stateDigest":\s*"[0-9a-f]{16,}"`).MatchString(out) {
+		t.Fatalf("status -digest: %d %s", code, out)
 	}
 
 	// More decisions than the node's largest page: history must follow the

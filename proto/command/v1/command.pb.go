@@ -80,7 +80,7 @@ func (x Result_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Result_Code.Descriptor instead.
 func (Result_Code) EnumDescriptor() ([]byte, []int) {
-	return file_command_v1_command_proto_rawDescGZIP(), []int{11, 0}
+	return file_command_v1_command_proto_rawDescGZIP(), []int{12, 0}
 }
 
 // Envelope is one raft log entry. format is 1 for every entry this version
@@ -94,6 +94,7 @@ type Envelope struct {
 	//	*Envelope_MarkEnteredInError
 	//	*Envelope_UpsertNode
 	//	*Envelope_RemoveNode
+	//	*Envelope_RecordDecisions
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -179,6 +180,15 @@ func (x *Envelope) GetRemoveNode() *RemoveNode {
 	return nil
 }
 
+func (x *Envelope) GetRecordDecisions() *RecordDecisions {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RecordDecisions); ok {
+			return x.RecordDecisions
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -199,6 +209,10 @@ type Envelope_RemoveNode struct {
 	RemoveNode *RemoveNode `protobuf:"bytes,13,opt,name=remove_node,json=removeNode,proto3,oneof"`
 }
 
+type Envelope_RecordDecisions struct {
+	RecordDecisions *RecordDecisions `protobuf:"bytes,14,opt,name=record_decisions,json=recordDecisions,proto3,oneof"`
+}
+
 func (*Envelope_RecordDecision) isEnvelope_Body() {}
 
 func (*Envelope_MarkEnteredInError) isEnvelope_Body() {}
@@ -206,6 +220,8 @@ func (*Envelope_MarkEnteredInError) isEnvelope_Body() {}
 func (*Envelope_UpsertNode) isEnvelope_Body() {}
 
 func (*Envelope_RemoveNode) isEnvelope_Body() {}
+
+func (*Envelope_RecordDecisions) isEnvelope_Body() {}
 
 // DecisionMaker is who made the decision: the patient, a proxy with a legal
 // role, or a clinician acting in the patient's best interest.
@@ -483,6 +499,53 @@ func (x *RecordDecision) GetAcceptedBy() string {
 	return ""
 }
 
+// RecordDecisions is a batch of decisions applied in one transaction, all or
+// nothing, at one raft index: each for a different patient, each with its
+// own request_id.
+type RecordDecisions struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Decisions     []*RecordDecision      `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordDecisions) Reset() {
+	*x = RecordDecisions{}
+	mi := &file_command_v1_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordDecisions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordDecisions) ProtoMessage() {}
+
+func (x *RecordDecisions) ProtoReflect() protoreflect.Message {
+	mi := &file_command_v1_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordDecisions.ProtoReflect.Descriptor instead.
+func (*RecordDecisions) Descriptor() ([]byte, []int) {
+	return file_command_v1_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RecordDecisions) GetDecisions() []*RecordDecision {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
 // MarkEnteredInError records that an earlier decision was entered in error.
 // The decision stays in history; it stops counting for the current state.
 type MarkEnteredInError struct {
@@ -501,7 +564,7 @@ type MarkEnteredInError struct {
 
 func (x *MarkEnteredInError) Reset() {
 	*x = MarkEnteredInError{}
-	mi := &file_command_v1_command_proto_msgTypes[4]
+	mi := &file_command_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -513,7 +576,7 @@ func (x *MarkEnteredInError) String() string {
 func (*MarkEnteredInError) ProtoMessage() {}
 
 func (x *MarkEnteredInError) ProtoReflect() protoreflect.Message {
-	mi := &file_command_v1_command_proto_msgTypes[4]
+	mi := &file_command_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,7 +589,7 @@ func (x *MarkEnteredInError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkEnteredInError.ProtoReflect.Descriptor instead.
 func (*MarkEnteredInError) Descriptor() ([]byte, []int) {
-	return file_command_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_command_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MarkEnteredInError) GetRequestId() string {
@@ -599,7 +662,7 @@ type UpsertNode struct {
 
 func (x *UpsertNode) Reset() {
 	*x = UpsertNode{}
-	mi := &file_command_v1_command_proto_msgTypes[5]
+	mi := &file_command_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +674,7 @@ func (x *UpsertNode) String() string {
 func (*UpsertNode) ProtoMessage() {}
 
 func (x *UpsertNode) ProtoReflect() protoreflect.Message {
-	mi := &file_command_v1_command_proto_msgTypes[5]
+	mi := &file_command_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +687,7 @@ func (x *UpsertNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertNode.ProtoReflect.Descriptor instead.
 func (*UpsertNode) Descriptor() ([]byte, []int) {
-	return file_command_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_command_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *UpsertNode) GetId() string {
@@ -665,7 +728,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_command_v1_command_proto_msgTypes[6]
+	mi := &file_command_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +740,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_command_v1_command_proto_msgTypes[6]
+	mi := &file_command_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +753,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_command_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_command_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RemoveNode) GetId() string {
@@ -717,7 +780,7 @@ type DecisionRecord struct {
 
 func (x *DecisionRecord) Reset() {
 	*x = DecisionRecord{}
-	mi := &file_command_v1_command_proto_msgTypes[7]
+	mi := &file_command_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +792,7 @@ func (x *DecisionRecord) String() string {
 func (*DecisionRecord) ProtoMessage() {}
 
 func (x *DecisionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_v1_command_proto_msgTypes[7]
+	mi := &file_command_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +805,7 @@ func (x *DecisionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionRecord.ProtoReflect.Descriptor instead.
 func (*DecisionRecord) Descriptor() ([]byte, []int) {
-	return file_command_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_command_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DecisionRecord) GetDecision() *RecordDecision {
@@ -794,7 +857,7 @@ type EnteredInError struct {
 
 func (x *EnteredInError) Reset() {
 	*x = EnteredInError{}
-	mi := &file_command_v1_command_proto_msgTypes[8]
+	mi := &file_command_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +869,7 @@ func (x *EnteredInError) String() string {
 func (*EnteredInError) ProtoMessage() {}
 
 func (x *EnteredInError) ProtoReflect() protoreflect.Message {
-	mi := &file_command_v1_command_proto_msgTypes[8]
+	mi := &file_command_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +882,7 @@ func (x *EnteredInError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnteredInError.ProtoReflect.Descriptor instead.
 func (*EnteredInError) Descriptor() ([]byte, []int) {
-	return file_command_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_command_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *EnteredInError) GetRaftIndex() uint64 {
@@ -872,7 +935,7 @@ type CurrentRecord struct {
 
 func (x *CurrentRecord) Reset() {
 	*x = CurrentRecord{}
-	mi := &file_command_v1_command_proto_msgTypes[9]
+	mi := &file_command_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +947,7 @@ func (x *CurrentRecord) String() string {
 func (*CurrentRecord) ProtoMessage() {}
 
 func (x *CurrentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_v1_command_proto_msgTypes[9]
+	mi := &file_command_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +960,7 @@ func (x *CurrentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrentRecord.ProtoReflect.Descriptor instead.
 func (*CurrentRecord) Descriptor() ([]byte, []int) {
-	return file_command_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_command_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CurrentRecord) GetState() string {
@@ -948,7 +1011,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_command_v1_command_proto_msgTypes[10]
+	mi := &file_command_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1023,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_v1_command_proto_msgTypes[10]
+	mi := &file_command_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1036,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_command_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_command_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RequestRecord) GetFingerprint() []byte {
@@ -1018,15 +1081,18 @@ type Result struct {
 	Changed  bool            `protobuf:"varint,6,opt,name=changed,proto3" json:"changed,omitempty"`
 	// duplicate is true when request_id had already been applied and this is
 	// the original outcome replayed.
-	Duplicate     bool   `protobuf:"varint,7,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
-	RaftIndex     uint64 `protobuf:"varint,8,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	Duplicate bool   `protobuf:"varint,7,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	RaftIndex uint64 `protobuf:"varint,8,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	// items are the per-decision outcomes of a RecordDecisions batch, in
+	// order; set only when the batch as a whole is CODE_OK.
+	Items         []*Result `protobuf:"bytes,9,rep,name=items,proto3" json:"items,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_command_v1_command_proto_msgTypes[11]
+	mi := &file_command_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1104,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_command_v1_command_proto_msgTypes[11]
+	mi := &file_command_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1117,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_command_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_command_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Result) GetCode() Result_Code {
@@ -1110,11 +1176,18 @@ func (x *Result) GetRaftIndex() uint64 {
 	return 0
 }
 
+func (x *Result) GetItems() []*Result {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
 var File_command_v1_command_proto protoreflect.FileDescriptor
 
 const file_command_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x18command/v1/command.proto\x12\x13consentd.command.v1\"\xe0\x02\n" +
+	"\x18command/v1/command.proto\x12\x13consentd.command.v1\"\xb3\x03\n" +
 	"\bEnvelope\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12N\n" +
 	"\x0frecord_decision\x18\n" +
@@ -1123,7 +1196,8 @@ const file_command_v1_command_proto_rawDesc = "" +
 	"\vupsert_node\x18\f \x01(\v2\x1f.consentd.command.v1.UpsertNodeH\x00R\n" +
 	"upsertNode\x12B\n" +
 	"\vremove_node\x18\r \x01(\v2\x1f.consentd.command.v1.RemoveNodeH\x00R\n" +
-	"removeNodeB\x06\n" +
+	"removeNode\x12Q\n" +
+	"\x10record_decisions\x18\x0e \x01(\v2$.consentd.command.v1.RecordDecisionsH\x00R\x0frecordDecisionsB\x06\n" +
 	"\x04body\"B\n" +
 	"\rDecisionMaker\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1d\n" +
@@ -1157,7 +1231,9 @@ const file_command_v1_command_proto_rawDesc = "" +
 	"\x10expected_version\x18\x0e \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x1f\n" +
 	"\vaccepted_by\x18\x0f \x01(\tR\n" +
 	"acceptedByB\x13\n" +
-	"\x11_expected_version\"\xdc\x02\n" +
+	"\x11_expected_version\"T\n" +
+	"\x0fRecordDecisions\x12A\n" +
+	"\tdecisions\x18\x01 \x03(\v2#.consentd.command.v1.RecordDecisionR\tdecisions\"\xdc\x02\n" +
 	"\x12MarkEnteredInError\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1d\n" +
@@ -1213,7 +1289,7 @@ const file_command_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"nhs_number\x18\x03 \x01(\tR\tnhsNumber\x12\x1d\n" +
 	"\n" +
-	"raft_index\x18\x04 \x01(\x04R\traftIndex\"\xbe\x03\n" +
+	"raft_index\x18\x04 \x01(\x04R\traftIndex\"\xf1\x03\n" +
 	"\x06Result\x124\n" +
 	"\x04code\x18\x01 \x01(\x0e2 .consentd.command.v1.Result.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
@@ -1223,7 +1299,8 @@ const file_command_v1_command_proto_rawDesc = "" +
 	"\achanged\x18\x06 \x01(\bR\achanged\x12\x1c\n" +
 	"\tduplicate\x18\a \x01(\bR\tduplicate\x12\x1d\n" +
 	"\n" +
-	"raft_index\x18\b \x01(\x04R\traftIndex\"x\n" +
+	"raft_index\x18\b \x01(\x04R\traftIndex\x121\n" +
+	"\x05items\x18\t \x03(\v2\x1b.consentd.command.v1.ResultR\x05items\"x\n" +
 	"\x04Code\x12\v\n" +
 	"\aCODE_OK\x10\x00\x12\x19\n" +
 	"\x15CODE_INVALID_ARGUMENT\x10\x01\x12\x19\n" +
@@ -1244,41 +1321,45 @@ func file_command_v1_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_command_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_command_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_command_v1_command_proto_goTypes = []any{
 	(Result_Code)(0),           // 0: consentd.command.v1.Result.Code
 	(*Envelope)(nil),           // 1: consentd.command.v1.Envelope
 	(*DecisionMaker)(nil),      // 2: consentd.command.v1.DecisionMaker
 	(*Actor)(nil),              // 3: consentd.command.v1.Actor
 	(*RecordDecision)(nil),     // 4: consentd.command.v1.RecordDecision
-	(*MarkEnteredInError)(nil), // 5: consentd.command.v1.MarkEnteredInError
-	(*UpsertNode)(nil),         // 6: consentd.command.v1.UpsertNode
-	(*RemoveNode)(nil),         // 7: consentd.command.v1.RemoveNode
-	(*DecisionRecord)(nil),     // 8: consentd.command.v1.DecisionRecord
-	(*EnteredInError)(nil),     // 9: consentd.command.v1.EnteredInError
-	(*CurrentRecord)(nil),      // 10: consentd.command.v1.CurrentRecord
-	(*RequestRecord)(nil),      // 11: consentd.command.v1.RequestRecord
-	(*Result)(nil),             // 12: consentd.command.v1.Result
+	(*RecordDecisions)(nil),    // 5: consentd.command.v1.RecordDecisions
+	(*MarkEnteredInError)(nil), // 6: consentd.command.v1.MarkEnteredInError
+	(*UpsertNode)(nil),         // 7: consentd.command.v1.UpsertNode
+	(*RemoveNode)(nil),         // 8: consentd.command.v1.RemoveNode
+	(*DecisionRecord)(nil),     // 9: consentd.command.v1.DecisionRecord
+	(*EnteredInError)(nil),     // 10: consentd.command.v1.EnteredInError
+	(*CurrentRecord)(nil),      // 11: consentd.command.v1.CurrentRecord
+	(*RequestRecord)(nil),      // 12: consentd.command.v1.RequestRecord
+	(*Result)(nil),             // 13: consentd.command.v1.Result
 }
 var file_command_v1_command_proto_depIdxs = []int32{
 	4,  // 0: consentd.command.v1.Envelope.record_decision:type_name -> consentd.command.v1.RecordDecision
-	5,  // 1: consentd.command.v1.Envelope.mark_entered_in_error:type_name -> consentd.command.v1.MarkEnteredInError
-	6,  // 2: consentd.command.v1.Envelope.upsert_node:type_name -> consentd.command.v1.UpsertNode
-	7,  // 3: consentd.command.v1.Envelope.remove_node:type_name -> consentd.command.v1.RemoveNode
-	2,  // 4: consentd.command.v1.RecordDecision.decision_maker:type_name -> consentd.command.v1.DecisionMaker
-	3,  // 5: consentd.command.v1.RecordDecision.recorded_by:type_name -> consentd.command.v1.Actor
-	3,  // 6: consentd.command.v1.MarkEnteredInError.recorded_by:type_name -> consentd.command.v1.Actor
-	4,  // 7: consentd.command.v1.DecisionRecord.decision:type_name -> consentd.command.v1.RecordDecision
-	9,  // 8: consentd.command.v1.DecisionRecord.entered_in_error:type_name -> consentd.command.v1.EnteredInError
-	3,  // 9: consentd.command.v1.EnteredInError.recorded_by:type_name -> consentd.command.v1.Actor
-	0,  // 10: consentd.command.v1.Result.code:type_name -> consentd.command.v1.Result.Code
-	8,  // 11: consentd.command.v1.Result.decision:type_name -> consentd.command.v1.DecisionRecord
-	10, // 12: consentd.command.v1.Result.current:type_name -> consentd.command.v1.CurrentRecord
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	6,  // 1: consentd.command.v1.Envelope.mark_entered_in_error:type_name -> consentd.command.v1.MarkEnteredInError
+	7,  // 2: consentd.command.v1.Envelope.upsert_node:type_name -> consentd.command.v1.UpsertNode
+	8,  // 3: consentd.command.v1.Envelope.remove_node:type_name -> consentd.command.v1.RemoveNode
+	5,  // 4: consentd.command.v1.Envelope.record_decisions:type_name -> consentd.command.v1.RecordDecisions
+	2,  // 5: consentd.command.v1.RecordDecision.decision_maker:type_name -> consentd.command.v1.DecisionMaker
+	3,  // 6: consentd.command.v1.RecordDecision.recorded_by:type_name -> consentd.command.v1.Actor
+	4,  // 7: consentd.command.v1.RecordDecisions.decisions:type_name -> consentd.command.v1.RecordDecision
+	3,  // 8: consentd.command.v1.MarkEnteredInError.recorded_by:type_name -> consentd.command.v1.Actor
+	4,  // 9: consentd.command.v1.DecisionRecord.decision:type_name -> consentd.command.v1.RecordDecision
+	10, // 10: consentd.command.v1.DecisionRecord.entered_in_error:type_name -> consentd.command.v1.EnteredInError
+	3,  // 11: consentd.command.v1.EnteredInError.recorded_by:type_name -> consentd.command.v1.Actor
+	0,  // 12: consentd.command.v1.Result.code:type_name -> consentd.command.v1.Result.Code
+	9,  // 13: consentd.command.v1.Result.decision:type_name -> consentd.command.v1.DecisionRecord
+	11, // 14: consentd.command.v1.Result.current:type_name -> consentd.command.v1.CurrentRecord
+	13, // 15: consentd.command.v1.Result.items:type_name -> consentd.command.v1.Result
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_command_v1_command_proto_init() }
@@ -1291,16 +1372,17 @@ func file_command_v1_command_proto_init() {
 		(*Envelope_MarkEnteredInError)(nil),
 		(*Envelope_UpsertNode)(nil),
 		(*Envelope_RemoveNode)(nil),
+		(*Envelope_RecordDecisions)(nil),
 	}
 	file_command_v1_command_proto_msgTypes[3].OneofWrappers = []any{}
-	file_command_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
+	file_command_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_v1_command_proto_rawDesc), len(file_command_v1_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

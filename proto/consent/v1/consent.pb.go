@@ -659,6 +659,106 @@ func (x *RecordDecisionResponse) GetDuplicate() bool {
 	return false
 }
 
+type RecordDecisionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 1,000; each for a different patient, each with its own
+	// request_id (required here: the X-Request-ID header cannot key a batch).
+	Decisions     []*RecordDecisionRequest `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordDecisionsRequest) Reset() {
+	*x = RecordDecisionsRequest{}
+	mi := &file_consent_v1_consent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordDecisionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordDecisionsRequest) ProtoMessage() {}
+
+func (x *RecordDecisionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_consent_v1_consent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordDecisionsRequest.ProtoReflect.Descriptor instead.
+func (*RecordDecisionsRequest) Descriptor() ([]byte, []int) {
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RecordDecisionsRequest) GetDecisions() []*RecordDecisionRequest {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+type RecordDecisionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per item, in request order.
+	Results []*RecordDecisionResponse `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// The raft index the batch was committed at.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordDecisionsResponse) Reset() {
+	*x = RecordDecisionsResponse{}
+	mi := &file_consent_v1_consent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordDecisionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordDecisionsResponse) ProtoMessage() {}
+
+func (x *RecordDecisionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_consent_v1_consent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordDecisionsResponse.ProtoReflect.Descriptor instead.
+func (*RecordDecisionsResponse) Descriptor() ([]byte, []int) {
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RecordDecisionsResponse) GetResults() []*RecordDecisionResponse {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *RecordDecisionsResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type MarkEnteredInErrorRequest struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	NhsNumber       string                 `protobuf:"bytes,1,opt,name=nhs_number,json=nhsNumber,proto3" json:"nhs_number,omitempty"`
@@ -672,7 +772,7 @@ type MarkEnteredInErrorRequest struct {
 
 func (x *MarkEnteredInErrorRequest) Reset() {
 	*x = MarkEnteredInErrorRequest{}
-	mi := &file_consent_v1_consent_proto_msgTypes[7]
+	mi := &file_consent_v1_consent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +784,7 @@ func (x *MarkEnteredInErrorRequest) String() string {
 func (*MarkEnteredInErrorRequest) ProtoMessage() {}
 
 func (x *MarkEnteredInErrorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[7]
+	mi := &file_consent_v1_consent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +797,7 @@ func (x *MarkEnteredInErrorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkEnteredInErrorRequest.ProtoReflect.Descriptor instead.
 func (*MarkEnteredInErrorRequest) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{7}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MarkEnteredInErrorRequest) GetNhsNumber() string {
@@ -747,7 +847,7 @@ type MarkEnteredInErrorResponse struct {
 
 func (x *MarkEnteredInErrorResponse) Reset() {
 	*x = MarkEnteredInErrorResponse{}
-	mi := &file_consent_v1_consent_proto_msgTypes[8]
+	mi := &file_consent_v1_consent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +859,7 @@ func (x *MarkEnteredInErrorResponse) String() string {
 func (*MarkEnteredInErrorResponse) ProtoMessage() {}
 
 func (x *MarkEnteredInErrorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[8]
+	mi := &file_consent_v1_consent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +872,7 @@ func (x *MarkEnteredInErrorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkEnteredInErrorResponse.ProtoReflect.Descriptor instead.
 func (*MarkEnteredInErrorResponse) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{8}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MarkEnteredInErrorResponse) GetDecision() *Decision {
@@ -819,7 +919,7 @@ type ReadInfo struct {
 
 func (x *ReadInfo) Reset() {
 	*x = ReadInfo{}
-	mi := &file_consent_v1_consent_proto_msgTypes[9]
+	mi := &file_consent_v1_consent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +931,7 @@ func (x *ReadInfo) String() string {
 func (*ReadInfo) ProtoMessage() {}
 
 func (x *ReadInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[9]
+	mi := &file_consent_v1_consent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +944,7 @@ func (x *ReadInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadInfo.ProtoReflect.Descriptor instead.
 func (*ReadInfo) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{9}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReadInfo) GetConsistency() string {
@@ -886,7 +986,7 @@ type GetConsentsRequest struct {
 
 func (x *GetConsentsRequest) Reset() {
 	*x = GetConsentsRequest{}
-	mi := &file_consent_v1_consent_proto_msgTypes[10]
+	mi := &file_consent_v1_consent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +998,7 @@ func (x *GetConsentsRequest) String() string {
 func (*GetConsentsRequest) ProtoMessage() {}
 
 func (x *GetConsentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[10]
+	mi := &file_consent_v1_consent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1011,7 @@ func (x *GetConsentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsentsRequest.ProtoReflect.Descriptor instead.
 func (*GetConsentsRequest) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{10}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetConsentsRequest) GetNhsNumber() string {
@@ -941,7 +1041,7 @@ type GetConsentsResponse struct {
 
 func (x *GetConsentsResponse) Reset() {
 	*x = GetConsentsResponse{}
-	mi := &file_consent_v1_consent_proto_msgTypes[11]
+	mi := &file_consent_v1_consent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1053,7 @@ func (x *GetConsentsResponse) String() string {
 func (*GetConsentsResponse) ProtoMessage() {}
 
 func (x *GetConsentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[11]
+	mi := &file_consent_v1_consent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1066,7 @@ func (x *GetConsentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsentsResponse.ProtoReflect.Descriptor instead.
 func (*GetConsentsResponse) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{11}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetConsentsResponse) GetNhsNumber() string {
@@ -1010,7 +1110,7 @@ type ListDecisionsRequest struct {
 
 func (x *ListDecisionsRequest) Reset() {
 	*x = ListDecisionsRequest{}
-	mi := &file_consent_v1_consent_proto_msgTypes[12]
+	mi := &file_consent_v1_consent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1122,7 @@ func (x *ListDecisionsRequest) String() string {
 func (*ListDecisionsRequest) ProtoMessage() {}
 
 func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[12]
+	mi := &file_consent_v1_consent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1135,7 @@ func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDecisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListDecisionsRequest) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{12}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListDecisionsRequest) GetNhsNumber() string {
@@ -1085,7 +1185,7 @@ type ListDecisionsResponse struct {
 
 func (x *ListDecisionsResponse) Reset() {
 	*x = ListDecisionsResponse{}
-	mi := &file_consent_v1_consent_proto_msgTypes[13]
+	mi := &file_consent_v1_consent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1197,7 @@ func (x *ListDecisionsResponse) String() string {
 func (*ListDecisionsResponse) ProtoMessage() {}
 
 func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[13]
+	mi := &file_consent_v1_consent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1210,7 @@ func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDecisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListDecisionsResponse) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{13}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListDecisionsResponse) GetDecisions() []*Decision {
@@ -1152,7 +1252,7 @@ type CheckConsentsRequest struct {
 
 func (x *CheckConsentsRequest) Reset() {
 	*x = CheckConsentsRequest{}
-	mi := &file_consent_v1_consent_proto_msgTypes[14]
+	mi := &file_consent_v1_consent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1164,7 +1264,7 @@ func (x *CheckConsentsRequest) String() string {
 func (*CheckConsentsRequest) ProtoMessage() {}
 
 func (x *CheckConsentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[14]
+	mi := &file_consent_v1_consent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1177,7 +1277,7 @@ func (x *CheckConsentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckConsentsRequest.ProtoReflect.Descriptor instead.
 func (*CheckConsentsRequest) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{14}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CheckConsentsRequest) GetKind() string {
@@ -1212,7 +1312,7 @@ type CheckResult struct {
 
 func (x *CheckResult) Reset() {
 	*x = CheckResult{}
-	mi := &file_consent_v1_consent_proto_msgTypes[15]
+	mi := &file_consent_v1_consent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1324,7 @@ func (x *CheckResult) String() string {
 func (*CheckResult) ProtoMessage() {}
 
 func (x *CheckResult) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[15]
+	mi := &file_consent_v1_consent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1337,7 @@ func (x *CheckResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResult.ProtoReflect.Descriptor instead.
 func (*CheckResult) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{15}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CheckResult) GetNhsNumber() string {
@@ -1272,7 +1372,7 @@ type CheckConsentsResponse struct {
 
 func (x *CheckConsentsResponse) Reset() {
 	*x = CheckConsentsResponse{}
-	mi := &file_consent_v1_consent_proto_msgTypes[16]
+	mi := &file_consent_v1_consent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1384,7 @@ func (x *CheckConsentsResponse) String() string {
 func (*CheckConsentsResponse) ProtoMessage() {}
 
 func (x *CheckConsentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[16]
+	mi := &file_consent_v1_consent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1397,7 @@ func (x *CheckConsentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckConsentsResponse.ProtoReflect.Descriptor instead.
 func (*CheckConsentsResponse) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{16}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CheckConsentsResponse) GetRevision() uint64 {
@@ -1329,7 +1429,7 @@ type ListKindsRequest struct {
 
 func (x *ListKindsRequest) Reset() {
 	*x = ListKindsRequest{}
-	mi := &file_consent_v1_consent_proto_msgTypes[17]
+	mi := &file_consent_v1_consent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1441,7 @@ func (x *ListKindsRequest) String() string {
 func (*ListKindsRequest) ProtoMessage() {}
 
 func (x *ListKindsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[17]
+	mi := &file_consent_v1_consent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1454,7 @@ func (x *ListKindsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKindsRequest.ProtoReflect.Descriptor instead.
 func (*ListKindsRequest) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{17}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{19}
 }
 
 type ExternalCode struct {
@@ -1368,7 +1468,7 @@ type ExternalCode struct {
 
 func (x *ExternalCode) Reset() {
 	*x = ExternalCode{}
-	mi := &file_consent_v1_consent_proto_msgTypes[18]
+	mi := &file_consent_v1_consent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1480,7 @@ func (x *ExternalCode) String() string {
 func (*ExternalCode) ProtoMessage() {}
 
 func (x *ExternalCode) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[18]
+	mi := &file_consent_v1_consent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1493,7 @@ func (x *ExternalCode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExternalCode.ProtoReflect.Descriptor instead.
 func (*ExternalCode) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{18}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExternalCode) GetSystem() string {
@@ -1421,7 +1521,7 @@ type KindState struct {
 
 func (x *KindState) Reset() {
 	*x = KindState{}
-	mi := &file_consent_v1_consent_proto_msgTypes[19]
+	mi := &file_consent_v1_consent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1533,7 @@ func (x *KindState) String() string {
 func (*KindState) ProtoMessage() {}
 
 func (x *KindState) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[19]
+	mi := &file_consent_v1_consent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1546,7 @@ func (x *KindState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KindState.ProtoReflect.Descriptor instead.
 func (*KindState) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{19}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *KindState) GetName() string {
@@ -1482,7 +1582,7 @@ type Kind struct {
 
 func (x *Kind) Reset() {
 	*x = Kind{}
-	mi := &file_consent_v1_consent_proto_msgTypes[20]
+	mi := &file_consent_v1_consent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1594,7 @@ func (x *Kind) String() string {
 func (*Kind) ProtoMessage() {}
 
 func (x *Kind) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[20]
+	mi := &file_consent_v1_consent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1607,7 @@ func (x *Kind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Kind.ProtoReflect.Descriptor instead.
 func (*Kind) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{20}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Kind) GetName() string {
@@ -1547,7 +1647,7 @@ type ListKindsResponse struct {
 
 func (x *ListKindsResponse) Reset() {
 	*x = ListKindsResponse{}
-	mi := &file_consent_v1_consent_proto_msgTypes[21]
+	mi := &file_consent_v1_consent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1659,7 @@ func (x *ListKindsResponse) String() string {
 func (*ListKindsResponse) ProtoMessage() {}
 
 func (x *ListKindsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[21]
+	mi := &file_consent_v1_consent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1672,7 @@ func (x *ListKindsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKindsResponse.ProtoReflect.Descriptor instead.
 func (*ListKindsResponse) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{21}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListKindsResponse) GetKinds() []*Kind {
@@ -1583,14 +1683,17 @@ func (x *ListKindsResponse) GetKinds() []*Kind {
 }
 
 type GetStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Compute state_digest, which reads the whole register (O(patients)):
+	// ask for it only when comparing nodes.
+	IncludeDigest bool `protobuf:"varint,1,opt,name=include_digest,json=includeDigest,proto3" json:"include_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_consent_v1_consent_proto_msgTypes[22]
+	mi := &file_consent_v1_consent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1705,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[22]
+	mi := &file_consent_v1_consent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1718,14 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{22}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetStatusRequest) GetIncludeDigest() bool {
+	if x != nil {
+		return x.IncludeDigest
+	}
+	return false
 }
 
 type Member struct {
@@ -1632,7 +1742,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_consent_v1_consent_proto_msgTypes[23]
+	mi := &file_consent_v1_consent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1754,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[23]
+	mi := &file_consent_v1_consent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1767,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{23}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Member) GetId() string {
@@ -1708,7 +1818,7 @@ type GetStatusResponse struct {
 	// True when the node runs without TLS.
 	Insecure bool `protobuf:"varint,8,opt,name=insecure,proto3" json:"insecure,omitempty"`
 	// A digest of the register at applied_index: equal on every node that has
-	// applied the same index.
+	// applied the same index. Empty unless include_digest was asked for.
 	StateDigest   string `protobuf:"bytes,9,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
 	Version       string `protobuf:"bytes,10,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1717,7 +1827,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_consent_v1_consent_proto_msgTypes[24]
+	mi := &file_consent_v1_consent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1839,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[24]
+	mi := &file_consent_v1_consent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1852,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{24}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetStatusResponse) GetId() string {
@@ -1828,7 +1938,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_consent_v1_consent_proto_msgTypes[25]
+	mi := &file_consent_v1_consent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +1950,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[25]
+	mi := &file_consent_v1_consent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +1963,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{25}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -1900,7 +2010,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_consent_v1_consent_proto_msgTypes[26]
+	mi := &file_consent_v1_consent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1912,7 +2022,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[26]
+	mi := &file_consent_v1_consent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1925,7 +2035,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{26}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AddMemberResponse) GetMembers() []*Member {
@@ -1944,7 +2054,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_consent_v1_consent_proto_msgTypes[27]
+	mi := &file_consent_v1_consent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1956,7 +2066,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[27]
+	mi := &file_consent_v1_consent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1969,7 +2079,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{27}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -1988,7 +2098,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_consent_v1_consent_proto_msgTypes[28]
+	mi := &file_consent_v1_consent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2110,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[28]
+	mi := &file_consent_v1_consent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2123,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{28}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RemoveMemberResponse) GetMembers() []*Member {
@@ -2041,7 +2151,7 @@ type ListAccessRequest struct {
 
 func (x *ListAccessRequest) Reset() {
 	*x = ListAccessRequest{}
-	mi := &file_consent_v1_consent_proto_msgTypes[29]
+	mi := &file_consent_v1_consent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2163,7 @@ func (x *ListAccessRequest) String() string {
 func (*ListAccessRequest) ProtoMessage() {}
 
 func (x *ListAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[29]
+	mi := &file_consent_v1_consent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2176,7 @@ func (x *ListAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRequest.ProtoReflect.Descriptor instead.
 func (*ListAccessRequest) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{29}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListAccessRequest) GetNhsNumber() string {
@@ -2129,7 +2239,7 @@ type AccessCaller struct {
 
 func (x *AccessCaller) Reset() {
 	*x = AccessCaller{}
-	mi := &file_consent_v1_consent_proto_msgTypes[30]
+	mi := &file_consent_v1_consent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2141,7 +2251,7 @@ func (x *AccessCaller) String() string {
 func (*AccessCaller) ProtoMessage() {}
 
 func (x *AccessCaller) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[30]
+	mi := &file_consent_v1_consent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2154,7 +2264,7 @@ func (x *AccessCaller) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessCaller.ProtoReflect.Descriptor instead.
 func (*AccessCaller) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{30}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AccessCaller) GetSubject() string {
@@ -2202,7 +2312,7 @@ type AccessEntry struct {
 
 func (x *AccessEntry) Reset() {
 	*x = AccessEntry{}
-	mi := &file_consent_v1_consent_proto_msgTypes[31]
+	mi := &file_consent_v1_consent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2214,7 +2324,7 @@ func (x *AccessEntry) String() string {
 func (*AccessEntry) ProtoMessage() {}
 
 func (x *AccessEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[31]
+	mi := &file_consent_v1_consent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2227,7 +2337,7 @@ func (x *AccessEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessEntry.ProtoReflect.Descriptor instead.
 func (*AccessEntry) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{31}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AccessEntry) GetSeq() uint64 {
@@ -2333,7 +2443,7 @@ type ListAccessResponse struct {
 
 func (x *ListAccessResponse) Reset() {
 	*x = ListAccessResponse{}
-	mi := &file_consent_v1_consent_proto_msgTypes[32]
+	mi := &file_consent_v1_consent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2455,7 @@ func (x *ListAccessResponse) String() string {
 func (*ListAccessResponse) ProtoMessage() {}
 
 func (x *ListAccessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_consent_v1_consent_proto_msgTypes[32]
+	mi := &file_consent_v1_consent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2468,7 @@ func (x *ListAccessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessResponse.ProtoReflect.Descriptor instead.
 func (*ListAccessResponse) Descriptor() ([]byte, []int) {
-	return file_consent_v1_consent_proto_rawDescGZIP(), []int{32}
+	return file_consent_v1_consent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListAccessResponse) GetEntries() []*AccessEntry {
@@ -2459,7 +2569,12 @@ const file_consent_v1_consent_proto_rawDesc = "" +
 	"\bdecision\x18\x01 \x01(\v2\x14.consent.v1.DecisionR\bdecision\x12-\n" +
 	"\aconsent\x18\x02 \x01(\v2\x13.consent.v1.ConsentR\aconsent\x12\x18\n" +
 	"\achanged\x18\x03 \x01(\bR\achanged\x12\x1c\n" +
-	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"\xd7\x01\n" +
+	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"Y\n" +
+	"\x16RecordDecisionsRequest\x12?\n" +
+	"\tdecisions\x18\x01 \x03(\v2!.consent.v1.RecordDecisionRequestR\tdecisions\"s\n" +
+	"\x17RecordDecisionsResponse\x12<\n" +
+	"\aresults\x18\x01 \x03(\v2\".consent.v1.RecordDecisionResponseR\aresults\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xd7\x01\n" +
 	"\x19MarkEnteredInErrorRequest\x12\x1d\n" +
 	"\n" +
 	"nhs_number\x18\x01 \x01(\tR\tnhsNumber\x12\x1f\n" +
@@ -2531,8 +2646,9 @@ const file_consent_v1_consent_proto_rawDesc = "" +
 	"\rdefault_state\x18\x03 \x01(\tR\fdefaultState\x12-\n" +
 	"\x06states\x18\x04 \x03(\v2\x15.consent.v1.KindStateR\x06states\";\n" +
 	"\x11ListKindsResponse\x12&\n" +
-	"\x05kinds\x18\x01 \x03(\v2\x10.consent.v1.KindR\x05kinds\"\x12\n" +
-	"\x10GetStatusRequest\"\x8b\x01\n" +
+	"\x05kinds\x18\x01 \x03(\v2\x10.consent.v1.KindR\x05kinds\"9\n" +
+	"\x10GetStatusRequest\x12%\n" +
+	"\x0einclude_digest\x18\x01 \x01(\bR\rincludeDigest\"\x8b\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bsuffrage\x18\x02 \x01(\tR\bsuffrage\x12\x1b\n" +
@@ -2597,9 +2713,10 @@ const file_consent_v1_consent_proto_rawDesc = "" +
 	"\x12ListAccessResponse\x121\n" +
 	"\aentries\x18\x01 \x03(\v2\x17.consent.v1.AccessEntryR\aentries\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x12\n" +
-	"\x04node\x18\x03 \x01(\tR\x04node2\x94\x04\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node2\xf0\x04\n" +
 	"\x0eConsentService\x12W\n" +
-	"\x0eRecordDecision\x12!.consent.v1.RecordDecisionRequest\x1a\".consent.v1.RecordDecisionResponse\x12c\n" +
+	"\x0eRecordDecision\x12!.consent.v1.RecordDecisionRequest\x1a\".consent.v1.RecordDecisionResponse\x12Z\n" +
+	"\x0fRecordDecisions\x12\".consent.v1.RecordDecisionsRequest\x1a#.consent.v1.RecordDecisionsResponse\x12c\n" +
 	"\x12MarkEnteredInError\x12%.consent.v1.MarkEnteredInErrorRequest\x1a&.consent.v1.MarkEnteredInErrorResponse\x12N\n" +
 	"\vGetConsents\x12\x1e.consent.v1.GetConsentsRequest\x1a\x1f.consent.v1.GetConsentsResponse\x12T\n" +
 	"\rListDecisions\x12 .consent.v1.ListDecisionsRequest\x1a!.consent.v1.ListDecisionsResponse\x12T\n" +
@@ -2625,7 +2742,7 @@ func file_consent_v1_consent_proto_rawDescGZIP() []byte {
 	return file_consent_v1_consent_proto_rawDescData
 }
 
-var file_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_consent_v1_consent_proto_goTypes = []any{
 	(*DecisionMaker)(nil),              // 0: consent.v1.DecisionMaker
 	(*RecordedBy)(nil),                 // 1: consent.v1.RecordedBy
@@ -2634,91 +2751,97 @@ var file_consent_v1_consent_proto_goTypes = []any{
 	(*Consent)(nil),                    // 4: consent.v1.Consent
 	(*RecordDecisionRequest)(nil),      // 5: consent.v1.RecordDecisionRequest
 	(*RecordDecisionResponse)(nil),     // 6: consent.v1.RecordDecisionResponse
-	(*MarkEnteredInErrorRequest)(nil),  // 7: consent.v1.MarkEnteredInErrorRequest
-	(*MarkEnteredInErrorResponse)(nil), // 8: consent.v1.MarkEnteredInErrorResponse
-	(*ReadInfo)(nil),                   // 9: consent.v1.ReadInfo
-	(*GetConsentsRequest)(nil),         // 10: consent.v1.GetConsentsRequest
-	(*GetConsentsResponse)(nil),        // 11: consent.v1.GetConsentsResponse
-	(*ListDecisionsRequest)(nil),       // 12: consent.v1.ListDecisionsRequest
-	(*ListDecisionsResponse)(nil),      // 13: consent.v1.ListDecisionsResponse
-	(*CheckConsentsRequest)(nil),       // 14: consent.v1.CheckConsentsRequest
-	(*CheckResult)(nil),                // 15: consent.v1.CheckResult
-	(*CheckConsentsResponse)(nil),      // 16: consent.v1.CheckConsentsResponse
-	(*ListKindsRequest)(nil),           // 17: consent.v1.ListKindsRequest
-	(*ExternalCode)(nil),               // 18: consent.v1.ExternalCode
-	(*KindState)(nil),                  // 19: consent.v1.KindState
-	(*Kind)(nil),                       // 20: consent.v1.Kind
-	(*ListKindsResponse)(nil),          // 21: consent.v1.ListKindsResponse
-	(*GetStatusRequest)(nil),           // 22: consent.v1.GetStatusRequest
-	(*Member)(nil),                     // 23: consent.v1.Member
-	(*GetStatusResponse)(nil),          // 24: consent.v1.GetStatusResponse
-	(*AddMemberRequest)(nil),           // 25: consent.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),          // 26: consent.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),        // 27: consent.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),       // 28: consent.v1.RemoveMemberResponse
-	(*ListAccessRequest)(nil),          // 29: consent.v1.ListAccessRequest
-	(*AccessCaller)(nil),               // 30: consent.v1.AccessCaller
-	(*AccessEntry)(nil),                // 31: consent.v1.AccessEntry
-	(*ListAccessResponse)(nil),         // 32: consent.v1.ListAccessResponse
-	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
+	(*RecordDecisionsRequest)(nil),     // 7: consent.v1.RecordDecisionsRequest
+	(*RecordDecisionsResponse)(nil),    // 8: consent.v1.RecordDecisionsResponse
+	(*MarkEnteredInErrorRequest)(nil),  // 9: consent.v1.MarkEnteredInErrorRequest
+	(*MarkEnteredInErrorResponse)(nil), // 10: consent.v1.MarkEnteredInErrorResponse
+	(*ReadInfo)(nil),                   // 11: consent.v1.ReadInfo
+	(*GetConsentsRequest)(nil),         // 12: consent.v1.GetConsentsRequest
+	(*GetConsentsResponse)(nil),        // 13: consent.v1.GetConsentsResponse
+	(*ListDecisionsRequest)(nil),       // 14: consent.v1.ListDecisionsRequest
+	(*ListDecisionsResponse)(nil),      // 15: consent.v1.ListDecisionsResponse
+	(*CheckConsentsRequest)(nil),       // 16: consent.v1.CheckConsentsRequest
+	(*CheckResult)(nil),                // 17: consent.v1.CheckResult
+	(*CheckConsentsResponse)(nil),      // 18: consent.v1.CheckConsentsResponse
+	(*ListKindsRequest)(nil),           // 19: consent.v1.ListKindsRequest
+	(*ExternalCode)(nil),               // 20: consent.v1.ExternalCode
+	(*KindState)(nil),                  // 21: consent.v1.KindState
+	(*Kind)(nil),                       // 22: consent.v1.Kind
+	(*ListKindsResponse)(nil),          // 23: consent.v1.ListKindsResponse
+	(*GetStatusRequest)(nil),           // 24: consent.v1.GetStatusRequest
+	(*Member)(nil),                     // 25: consent.v1.Member
+	(*GetStatusResponse)(nil),          // 26: consent.v1.GetStatusResponse
+	(*AddMemberRequest)(nil),           // 27: consent.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),          // 28: consent.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),        // 29: consent.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),       // 30: consent.v1.RemoveMemberResponse
+	(*ListAccessRequest)(nil),          // 31: consent.v1.ListAccessRequest
+	(*AccessCaller)(nil),               // 32: consent.v1.AccessCaller
+	(*AccessEntry)(nil),                // 33: consent.v1.AccessEntry
+	(*ListAccessResponse)(nil),         // 34: consent.v1.ListAccessResponse
+	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
 }
 var file_consent_v1_consent_proto_depIdxs = []int32{
-	33, // 0: consent.v1.EnteredInError.recorded_at:type_name -> google.protobuf.Timestamp
+	35, // 0: consent.v1.EnteredInError.recorded_at:type_name -> google.protobuf.Timestamp
 	1,  // 1: consent.v1.EnteredInError.recorded_by:type_name -> consent.v1.RecordedBy
-	33, // 2: consent.v1.Decision.effective_from:type_name -> google.protobuf.Timestamp
-	33, // 3: consent.v1.Decision.recorded_at:type_name -> google.protobuf.Timestamp
+	35, // 2: consent.v1.Decision.effective_from:type_name -> google.protobuf.Timestamp
+	35, // 3: consent.v1.Decision.recorded_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: consent.v1.Decision.decision_maker:type_name -> consent.v1.DecisionMaker
 	1,  // 5: consent.v1.Decision.recorded_by:type_name -> consent.v1.RecordedBy
 	2,  // 6: consent.v1.Decision.entered_in_error:type_name -> consent.v1.EnteredInError
-	33, // 7: consent.v1.Consent.effective_from:type_name -> google.protobuf.Timestamp
-	33, // 8: consent.v1.RecordDecisionRequest.effective_from:type_name -> google.protobuf.Timestamp
+	35, // 7: consent.v1.Consent.effective_from:type_name -> google.protobuf.Timestamp
+	35, // 8: consent.v1.RecordDecisionRequest.effective_from:type_name -> google.protobuf.Timestamp
 	0,  // 9: consent.v1.RecordDecisionRequest.decision_maker:type_name -> consent.v1.DecisionMaker
 	3,  // 10: consent.v1.RecordDecisionResponse.decision:type_name -> consent.v1.Decision
 	4,  // 11: consent.v1.RecordDecisionResponse.consent:type_name -> consent.v1.Consent
-	3,  // 12: consent.v1.MarkEnteredInErrorResponse.decision:type_name -> consent.v1.Decision
-	4,  // 13: consent.v1.MarkEnteredInErrorResponse.consent:type_name -> consent.v1.Consent
-	4,  // 14: consent.v1.GetConsentsResponse.consents:type_name -> consent.v1.Consent
-	9,  // 15: consent.v1.GetConsentsResponse.read:type_name -> consent.v1.ReadInfo
-	3,  // 16: consent.v1.ListDecisionsResponse.decisions:type_name -> consent.v1.Decision
-	9,  // 17: consent.v1.ListDecisionsResponse.read:type_name -> consent.v1.ReadInfo
-	15, // 18: consent.v1.CheckConsentsResponse.results:type_name -> consent.v1.CheckResult
-	9,  // 19: consent.v1.CheckConsentsResponse.read:type_name -> consent.v1.ReadInfo
-	18, // 20: consent.v1.KindState.codes:type_name -> consent.v1.ExternalCode
-	19, // 21: consent.v1.Kind.states:type_name -> consent.v1.KindState
-	20, // 22: consent.v1.ListKindsResponse.kinds:type_name -> consent.v1.Kind
-	23, // 23: consent.v1.GetStatusResponse.members:type_name -> consent.v1.Member
-	23, // 24: consent.v1.AddMemberResponse.members:type_name -> consent.v1.Member
-	23, // 25: consent.v1.RemoveMemberResponse.members:type_name -> consent.v1.Member
-	33, // 26: consent.v1.ListAccessRequest.since:type_name -> google.protobuf.Timestamp
-	33, // 27: consent.v1.ListAccessRequest.until:type_name -> google.protobuf.Timestamp
-	33, // 28: consent.v1.AccessEntry.time:type_name -> google.protobuf.Timestamp
-	30, // 29: consent.v1.AccessEntry.caller:type_name -> consent.v1.AccessCaller
-	31, // 30: consent.v1.ListAccessResponse.entries:type_name -> consent.v1.AccessEntry
-	5,  // 31: consent.v1.ConsentService.RecordDecision:input_type -> consent.v1.RecordDecisionRequest
-	7,  // 32: consent.v1.ConsentService.MarkEnteredInError:input_type -> consent.v1.MarkEnteredInErrorRequest
-	10, // 33: consent.v1.ConsentService.GetConsents:input_type -> consent.v1.GetConsentsRequest
-	12, // 34: consent.v1.ConsentService.ListDecisions:input_type -> consent.v1.ListDecisionsRequest
-	14, // 35: consent.v1.ConsentService.CheckConsents:input_type -> consent.v1.CheckConsentsRequest
-	17, // 36: consent.v1.ConsentService.ListKinds:input_type -> consent.v1.ListKindsRequest
-	29, // 37: consent.v1.AuditService.ListAccess:input_type -> consent.v1.ListAccessRequest
-	22, // 38: consent.v1.ClusterService.GetStatus:input_type -> consent.v1.GetStatusRequest
-	25, // 39: consent.v1.ClusterService.AddMember:input_type -> consent.v1.AddMemberRequest
-	27, // 40: consent.v1.ClusterService.RemoveMember:input_type -> consent.v1.RemoveMemberRequest
-	6,  // 41: consent.v1.ConsentService.RecordDecision:output_type -> consent.v1.RecordDecisionResponse
-	8,  // 42: consent.v1.ConsentService.MarkEnteredInError:output_type -> consent.v1.MarkEnteredInErrorResponse
-	11, // 43: consent.v1.ConsentService.GetConsents:output_type -> consent.v1.GetConsentsResponse
-	13, // 44: consent.v1.ConsentService.ListDecisions:output_type -> consent.v1.ListDecisionsResponse
-	16, // 45: consent.v1.ConsentService.CheckConsents:output_type -> consent.v1.CheckConsentsResponse
-	21, // 46: consent.v1.ConsentService.ListKinds:output_type -> consent.v1.ListKindsResponse
-	32, // 47: consent.v1.AuditService.ListAccess:output_type -> consent.v1.ListAccessResponse
-	24, // 48: consent.v1.ClusterService.GetStatus:output_type -> consent.v1.GetStatusResponse
-	26, // 49: consent.v1.ClusterService.AddMember:output_type -> consent.v1.AddMemberResponse
-	28, // 50: consent.v1.ClusterService.RemoveMember:output_type -> consent.v1.RemoveMemberResponse
-	41, // [41:51] is the sub-list for method output_type
-	31, // [31:41] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	5,  // 12: consent.v1.RecordDecisionsRequest.decisions:type_name -> consent.v1.RecordDecisionRequest
+	6,  // 13: consent.v1.RecordDecisionsResponse.results:type_name -> consent.v1.RecordDecisionResponse
+	3,  // 14: consent.v1.MarkEnteredInErrorResponse.decision:type_name -> consent.v1.Decision
+	4,  // 15: consent.v1.MarkEnteredInErrorResponse.consent:type_name -> consent.v1.Consent
+	4,  // 16: consent.v1.GetConsentsResponse.consents:type_name -> consent.v1.Consent
+	11, // 17: consent.v1.GetConsentsResponse.read:type_name -> consent.v1.ReadInfo
+	3,  // 18: consent.v1.ListDecisionsResponse.decisions:type_name -> consent.v1.Decision
+	11, // 19: consent.v1.ListDecisionsResponse.read:type_name -> consent.v1.ReadInfo
+	17, // 20: consent.v1.CheckConsentsResponse.results:type_name -> consent.v1.CheckResult
+	11, // 21: consent.v1.CheckConsentsResponse.read:type_name -> consent.v1.ReadInfo
+	20, // 22: consent.v1.KindState.codes:type_name -> consent.v1.ExternalCode
+	21, // 23: consent.v1.Kind.states:type_name -> consent.v1.KindState
+	22, // 24: consent.v1.ListKindsResponse.kinds:type_name -> consent.v1.Kind
+	25, // 25: consent.v1.GetStatusResponse.members:type_name -> consent.v1.Member
+	25, // 26: consent.v1.AddMemberResponse.members:type_name -> consent.v1.Member
+	25, // 27: consent.v1.RemoveMemberResponse.members:type_name -> consent.v1.Member
+	35, // 28: consent.v1.ListAccessRequest.since:type_name -> google.protobuf.Timestamp
+	35, // 29: consent.v1.ListAccessRequest.until:type_name -> google.protobuf.Timestamp
+	35, // 30: consent.v1.AccessEntry.time:type_name -> google.protobuf.Timestamp
+	32, // 31: consent.v1.AccessEntry.caller:type_name -> consent.v1.AccessCaller
+	33, // 32: consent.v1.ListAccessResponse.entries:type_name -> consent.v1.AccessEntry
+	5,  // 33: consent.v1.ConsentService.RecordDecision:input_type -> consent.v1.RecordDecisionRequest
+	7,  // 34: consent.v1.ConsentService.RecordDecisions:input_type -> consent.v1.RecordDecisionsRequest
+	9,  // 35: consent.v1.ConsentService.MarkEnteredInError:input_type -> consent.v1.MarkEnteredInErrorRequest
+	12, // 36: consent.v1.ConsentService.GetConsents:input_type -> consent.v1.GetConsentsRequest
+	14, // 37: consent.v1.ConsentService.ListDecisions:input_type -> consent.v1.ListDecisionsRequest
+	16, // 38: consent.v1.ConsentService.CheckConsents:input_type -> consent.v1.CheckConsentsRequest
+	19, // 39: consent.v1.ConsentService.ListKinds:input_type -> consent.v1.ListKindsRequest
+	31, // 40: consent.v1.AuditService.ListAccess:input_type -> consent.v1.ListAccessRequest
+	24, // 41: consent.v1.ClusterService.GetStatus:input_type -> consent.v1.GetStatusRequest
+	27, // 42: consent.v1.ClusterService.AddMember:input_type -> consent.v1.AddMemberRequest
+	29, // 43: consent.v1.ClusterService.RemoveMember:input_type -> consent.v1.RemoveMemberRequest
+	6,  // 44: consent.v1.ConsentService.RecordDecision:output_type -> consent.v1.RecordDecisionResponse
+	8,  // 45: consent.v1.ConsentService.RecordDecisions:output_type -> consent.v1.RecordDecisionsResponse
+	10, // 46: consent.v1.ConsentService.MarkEnteredInError:output_type -> consent.v1.MarkEnteredInErrorResponse
+	13, // 47: consent.v1.ConsentService.GetConsents:output_type -> consent.v1.GetConsentsResponse
+	15, // 48: consent.v1.ConsentService.ListDecisions:output_type -> consent.v1.ListDecisionsResponse
+	18, // 49: consent.v1.ConsentService.CheckConsents:output_type -> consent.v1.CheckConsentsResponse
+	23, // 50: consent.v1.ConsentService.ListKinds:output_type -> consent.v1.ListKindsResponse
+	34, // 51: consent.v1.AuditService.ListAccess:output_type -> consent.v1.ListAccessResponse
+	26, // 52: consent.v1.ClusterService.GetStatus:output_type -> consent.v1.GetStatusResponse
+	28, // 53: consent.v1.ClusterService.AddMember:output_type -> consent.v1.AddMemberResponse
+	30, // 54: consent.v1.ClusterService.RemoveMember:output_type -> consent.v1.RemoveMemberResponse
+	44, // [44:55] is the sub-list for method output_type
+	33, // [33:44] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_consent_v1_consent_proto_init() }
@@ -2727,14 +2850,14 @@ func file_consent_v1_consent_proto_init() {
 		return
 	}
 	file_consent_v1_consent_proto_msgTypes[5].OneofWrappers = []any{}
-	file_consent_v1_consent_proto_msgTypes[7].OneofWrappers = []any{}
+	file_consent_v1_consent_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_consent_v1_consent_proto_rawDesc), len(file_consent_v1_consent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

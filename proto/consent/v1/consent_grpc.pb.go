@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	ConsentService_RecordDecision_FullMethodName     = "/consent.v1.ConsentService/RecordDecision"
+	ConsentService_RecordDecisions_FullMethodName    = "/consent.v1.ConsentService/RecordDecisions"
 	ConsentService_MarkEnteredInError_FullMethodName = "/consent.v1.ConsentService/MarkEnteredInError"
 	ConsentService_GetConsents_FullMethodName        = "/consent.v1.ConsentService/GetConsents"
 	ConsentService_ListDecisions_FullMethodName      = "/consent.v1.ConsentService/ListDecisions"
@@ -41,6 +42,11 @@ type ConsentServiceClient interface {
 	// acknowledged only once committed on a quorum. Retrying with the same
 	// request_id is always safe.
 	RecordDecision(ctx context.Context, in *RecordDecisionRequest, opts ...grpc.CallOption) (*RecordDecisionResponse, error)
+	// RecordDecisions appends up to 1,000 decisions, for up to 1,000 different
+	// patients, in one raft entry: all are recorded or none is. Every item
+	// carries its own request_id; retrying the batch is always safe, and items
+	// applied before are replayed as duplicates.
+	RecordDecisions(ctx context.Context, in *RecordDecisionsRequest, opts ...grpc.CallOption) (*RecordDecisionsResponse, error)
 	// MarkEnteredInError marks an earlier decision as entered in error; it stays
 	// in history and stops counting for the current state.
 	MarkEnteredInError(ctx context.Context, in *MarkEnteredInErrorRequest, opts ...grpc.CallOption) (*MarkEnteredInErrorResponse, error)
@@ -67,6 +73,16 @@ func (c *consentServiceClient) RecordDecision(ctx context.Context, in *RecordDec
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RecordDecisionResponse)
 	err := c.cc.Invoke(ctx, ConsentService_RecordDecision_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *consentServiceClient) RecordDecisions(ctx context.Context, in *RecordDecisionsRequest, opts ...grpc.CallOption) (*RecordDecisionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordDecisionsResponse)
+	err := c.cc.Invoke(ctx, ConsentService_RecordDecisions_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -133,6 +149,11 @@ type ConsentServiceServer interface {
 	// acknowledged only once committed on a quorum. Retrying with the same
 	// request_id is always safe.
 	RecordDecision(context.Context, *RecordDecisionRequest) (*RecordDecisionResponse, error)
+	// RecordDecisions appends up to 1,000 decisions, for up to 1,000 different
+	// patients, in one raft entry: all are recorded or none is. Every item
+	// carries its own request_id; retrying the batch is always safe, and items
+	// applied before are replayed as duplicates.
+	RecordDecisions(context.Context, *RecordDecisionsRequest) (*RecordDecisionsResponse, error)
 	// MarkEnteredInError marks an earlier decision as entered in error; it stays
 	// in history and stops counting for the current state.
 	MarkEnteredInError(context.Context, *MarkEnteredInErrorRequest) (*MarkEnteredInErrorResponse, error)
@@ -157,6 +178,9 @@ type UnimplementedConsentServiceServer struct{}
 
 func (UnimplementedConsentServiceServer) RecordDecision(context.Context, *RecordDecisionRequest) (*RecordDecisionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RecordDecision not implemented")
+}
+func (UnimplementedConsentServiceServer) RecordDecisions(context.Context, *RecordDecisionsRequest) (*RecordDecisionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordDecisions not implemented")
 }
 func (UnimplementedConsentServiceServer) MarkEnteredInError(context.Context, *MarkEnteredInErrorRequest) (*MarkEnteredInErrorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MarkEnteredInError not implemented")
@@ -208,6 +232,24 @@ func _ConsentService_RecordDecision_Handler(srv interface{}, ctx context.Context
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ConsentServiceServer).RecordDecision(ctx, req.(*RecordDecisionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConsentService_RecordDecisions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordDecisionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConsentServiceServer).RecordDecisions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConsentService_RecordDecisions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConsentServiceServer).RecordDecisions(ctx, req.(*RecordDecisionsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -312,6 +354,10 @@ var ConsentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RecordDecision",
 			Handler:    _ConsentService_RecordDecision_Handler,
+		},
+		{
+			MethodName: "RecordDecisions",
+			Handler:    _ConsentService_RecordDecisions_Handler,
 		},
 		{
 			MethodName: "MarkEnteredInError",
