@@ -141,6 +141,23 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// runs is how many times a load tool runs, warm-ups included.
+func (c Config) runs() int {
+	perSystem := c.Reps
+	if c.Warmup > 0 {
+		perSystem++
+	}
+	return len(c.Ops) * len(c.Protocols) * len(c.Conc) * 2 * perSystem
+}
+
+// estimate is how long the measuring takes: the runs themselves plus about
+// 0.1s each to start the tool and read the revision (clusters' start-up
+// and preload, about 15s, not counted).
+func (c Config) estimate() time.Duration {
+	combos := time.Duration(len(c.Ops) * len(c.Protocols) * len(c.Conc) * 2)
+	return combos*(time.Duration(c.Reps)*c.Duration+c.Warmup) + time.Duration(c.runs())*100*time.Millisecond
+}
+
 // ghzConns is how many gRPC connections ghz spreads conc workers over.
 func (c Config) ghzConns(conc int) int { return min(conc, c.MaxConns) }
 

@@ -180,7 +180,7 @@ func decisionBody(state, requestID string) map[string]any {
 }
 
 // scrStates are the states writes cycle through, so consecutive decisions
-// for a patient change its state.
+// for a patient change its state (over gRPC and REST alike).
 var scrStates = []string{"consent_core", "dissent"}
 
 func (c *consentdCluster) Workload(op, protocol string) (workload, error) {
@@ -191,9 +191,12 @@ func (c *consentdCluster) Workload(op, protocol string) (workload, error) {
 		switch op {
 		case "write":
 			call = "consent.v1.ConsentService.RecordDecision"
-			for i := range c.cfg.WritePool {
-				m := decisionBody(scrStates[i%len(scrStates)], "{{newUUID}}")
-				m["nhsNumber"] = writePatient(c.cfg, i)
+			// ghz sends message j of the array for call j (mod its length):
+			// every patient in turn, then all again with the other state.
+			n := c.cfg.WritePool
+			for j := range n * len(scrStates) {
+				m := decisionBody(scrStates[j/n], "{{newUUID}}")
+				m["nhsNumber"] = writePatient(c.cfg, j%n)
 				msgs = append(msgs, m)
 			}
 		case "read", "stale":

@@ -122,6 +122,10 @@ func runOne(ctx context.Context, cfg Config, sys system, s runSpec, ticksPerSec 
 	}
 	if s.Protocol == "grpc" {
 		m.toolResult, err = parseGhz(raw, s.Conc)
+		// ghz's report lists every call (up to a million): tens of MB a run.
+		if slim, slimErr := withoutGhzDetails(raw); err == nil && slimErr == nil {
+			os.WriteFile(s.RawFile, slim, 0o644)
+		}
 	} else {
 		m.toolResult, err = parseWrk(string(raw))
 	}

@@ -62,8 +62,12 @@ var luaTemplates = template.Must(template.New("").Funcs(template.FuncMap{"lua": 
 local states = { "consent_core", "dissent" }
 local headers = { ["Content-Type"] = "application/json" }
 function request()
-  local i = nextIndex(#pool)
-  local body = '{"kind":"scr","state":"' .. states[counter % 2 + 1] ..
+  counter = counter + 1
+  -- Write k goes to patient k mod #pool with the state of its round, so a
+  -- patient's consecutive decisions alternate, as over gRPC.
+  local k = tid * 7919 + counter
+  local i = k % #pool + 1
+  local body = '{"kind":"scr","state":"' .. states[math.floor(k / #pool) % 2 + 1] ..
     '","channel":"in_person","decisionMaker":{"type":"patient"},"requestId":"' ..
     nonce .. "-" .. tid .. "-" .. counter .. '"}'
   return wrk.format("POST", "/v1/patients/" .. pool[i] .. "/decisions", headers, body)

@@ -92,6 +92,16 @@ func parseGhz(raw []byte, conc int) (toolResult, error) {
 	return r, nil
 }
 
+// withoutGhzDetails is ghz's JSON report without its per-call "details".
+func withoutGhzDetails(raw []byte) ([]byte, error) {
+	var rep map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		return nil, err
+	}
+	delete(rep, "details")
+	return json.MarshalIndent(rep, "", "  ")
+}
+
 // wrkSummary is the BENCH line our Lua done() prints: wrk's own counters
 // and exact percentiles.
 type wrkSummary struct {

@@ -76,6 +76,7 @@ func run(ctx context.Context, cfg Config, stdout io.Writer) (err error) {
 			}
 		}
 	}
+	log.Info("measuring", "runs", cfg.runs(), "estimated", cfg.estimate().Round(time.Second))
 	meta := describeMachine(cfg, started)
 	if err := os.WriteFile(filepath.Join(cfg.OutDir, "meta.txt"), []byte(meta), 0o644); err != nil {
 		return err
@@ -137,7 +138,7 @@ func run(ctx context.Context, cfg Config, stdout io.Writer) (err error) {
 	title := fmt.Sprintf("consentd vs etcd, 3 nodes each on 127.0.0.1, load on the %s; %v runs, %d reps alternating consentd etcd, medians (errors: total over reps); ratio = consentd/etcd",
 		cfg.Target, cfg.Duration, cfg.Reps)
 	var text bytes.Buffer
-	if err := writeText(&text, title, rows); err != nil {
+	if err := writeText(&text, title, rows, targets); err != nil {
 		return err
 	}
 	text.WriteString("\nTargets (consentd/etcd):\n")
