@@ -139,10 +139,10 @@ func TestParseWrk(t *testing.T) {
 
 func TestParseWrkRejects(t *testing.T) {
 	for name, out := range map[string]string{
-		"no total":        "Running 1s test @ http://127.0.0.1:1/\n",
-		"no percentiles":  "  10 requests in 1.00s, 1.00KB read\n",
-		"bad BENCH line":  "BENCH {not json\n",
-		"unknown unit": "  10 requests in 1.00q, 1.00KB read\n",
+		"no total":       "Running 1s test @ http://127.0.0.1:1/\n",
+		"no percentiles": "  10 requests in 1.00s, 1.00KB read\n",
+		"bad BENCH line": "BENCH {not json\n",
+		"unknown unit":   "  10 requests in 1.00q, 1.00KB read\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := parseWrk(out); err == nil {
