@@ -27,12 +27,13 @@ type Config struct {
 	EtcdProto                            string // our wire-compatible subset of etcd's KV API
 	WorkDir                              string // parent of the clusters' data dirs; "" is the system temp dir
 
-	Preload   int           // read keys per system
-	WritePool int           // patients consentd writes spread over
-	ValueSize int           // bytes of each etcd value
-	MaxConns  int           // ghz connections: min(concurrency, MaxConns)
-	Timeout   time.Duration // per request, both tools
-	Keep      bool          // keep data dirs and node logs
+	Preload    int           // read keys per system
+	WritePool  int           // patients consentd writes spread over
+	ValueSize  int           // bytes of each etcd value
+	MaxConns   int           // ghz connections: min(concurrency, MaxConns)
+	WrkThreads int           // wrk threads: min(concurrency, WrkThreads)
+	Timeout    time.Duration // per request, both tools
+	Keep       bool          // keep data dirs and node logs
 
 	Logger *slog.Logger
 }
@@ -62,6 +63,7 @@ func DefaultConfig() Config {
 		WritePool:   1000,
 		ValueSize:   100,
 		MaxConns:    16,
+		WrkThreads:  2,
 		Timeout:     10 * time.Second,
 		Logger:      slog.New(slog.DiscardHandler),
 	}
@@ -115,6 +117,9 @@ func (c Config) Validate() error {
 	if c.MaxConns < 1 {
 		errs = append(errs, errors.New("-max-conns: at least 1"))
 	}
+	if c.WrkThreads < 1 {
+		errs = append(errs, errors.New("-wrk-threads: at least 1"))
+	}
 	if c.Timeout <= 0 {
 		errs = append(errs, errors.New("-timeout: positive"))
 	}
@@ -161,9 +166,8 @@ func (c Config) estimate() time.Duration {
 // ghzConns is how many gRPC connections ghz spreads conc workers over.
 func (c Config) ghzConns(conc int) int { return min(conc, c.MaxConns) }
 
-// wrkThreads is wrk's thread count: at most 2 (the machine has 2 cores and
-// shares them with the servers), never more than its connections.
-func wrkThreads(conc int) int { return min(conc, 2) }
+// wrkThreads is wrk's thread count: never more than its connections.
+func (c Config) wrkThreads(conc int) int { return min(conc, c.WrkThreads) }
 
 func parseInts(s string) ([]int, error) {
 	var out []int

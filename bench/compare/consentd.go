@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -166,10 +167,31 @@ func (c *consentdCluster) Preload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return parallel(ctx, c.cfg.Preload, 16, func(ctx context.Context, i int) error {
+	err = parallel(ctx, c.cfg.Preload, 16, func(ctx context.Context, i int) error {
 		body := decisionBody("dissent", fmt.Sprintf("preload-%s-%d", c.nonce, i))
 		return httpJSON(ctx, c.client, "POST", "http://"+leader.HTTPAddr+"/v1/patients/"+readPatient(i)+"/decisions", body, nil)
 	})
+	if err != nil {
+		return err
+	}
+	// A read of a patient with nothing recorded is cheaper (and also a 200):
+	// make sure the read runs find what was written.
+	for _, i := range []int{0, c.cfg.Preload - 1} {
+		var got struct {
+			Consents []struct {
+				Kind, State, Version string
+			} `json:"consents"`
+		}
+		if err := httpJSON(ctx, c.client, "GET", "http://"+leader.HTTPAddr+"/v1/patients/"+readPatient(i)+"/consents", nil, &got); err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(got.Consents, func(k struct{ Kind, State, Version string }) bool {
+			return k.Kind == "scr" && k.State == "dissent" && k.Version == "1"
+		}) {
+			return fmt.Errorf("consentd: preloaded patient %s reads %+v, want scr dissent version 1", readPatient(i), got.Consents)
+		}
+	}
+	return nil
 }
 
 // decisionBody is a complete RecordDecision body: the fields the API

@@ -153,10 +153,29 @@ func (c *etcdCluster) Preload(ctx context.Context) error {
 		return err
 	}
 	value := b64(etcdValue(c.cfg.ValueSize))
-	return parallel(ctx, c.cfg.Preload, 16, func(ctx context.Context, i int) error {
+	err = parallel(ctx, c.cfg.Preload, 16, func(ctx context.Context, i int) error {
 		body := map[string]string{"key": b64(etcdReadKey(i)), "value": value}
 		return httpJSON(ctx, c.client, "POST", "http://"+leader.HTTPAddr+"/v3/kv/put", body, nil)
 	})
+	if err != nil {
+		return err
+	}
+	// A Range of a missing key is cheaper (and also a 200): make sure the
+	// read runs find what was written.
+	for _, i := range []int{0, c.cfg.Preload - 1} {
+		var got struct {
+			Kvs []struct {
+				Value string `json:"value"`
+			} `json:"kvs"`
+		}
+		if err := httpJSON(ctx, c.client, "POST", "http://"+leader.HTTPAddr+"/v3/kv/range", map[string]string{"key": b64(etcdReadKey(i))}, &got); err != nil {
+			return err
+		}
+		if len(got.Kvs) != 1 || got.Kvs[0].Value != value {
+			return fmt.Errorf("etcd: preloaded key %s reads %+v, want its %d-byte value", etcdReadKey(i), got.Kvs, c.cfg.ValueSize)
+		}
+	}
+	return nil
 }
 
 func (c *etcdCluster) Workload(op, protocol string) (workload, error) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -43,7 +44,7 @@ func toolCommand(cfg Config, s runSpec) (string, []string) {
 			"-O", "json", "-o", s.RawFile, s.Target.GRPCAddr)
 		return cfg.GhzBin, args
 	}
-	return cfg.WrkBin, []string{"-t", strconv.Itoa(wrkThreads(s.Conc)), "-c", strconv.Itoa(s.Conc),
+	return cfg.WrkBin, []string{"-t", strconv.Itoa(cfg.wrkThreads(s.Conc)), "-c", strconv.Itoa(s.Conc),
 		"-d", durationSeconds(cfg.runDuration(s)), "--timeout", durationSeconds(cfg.Timeout), "--latency",
 		"-s", s.WorkFile, "http://" + s.Target.HTTPAddr + "/"}
 }
@@ -151,10 +152,27 @@ func runOne(ctx context.Context, cfg Config, sys system, s runSpec, ticksPerSec 
 			m.Note = fmt.Sprintf("revision rose %d for %d ok writes", m.RevDelta, m.OK)
 		}
 	}
+	if n := toolSaturated(cfg, s, m); n != "" {
+		m.Note = strings.TrimPrefix(m.Note+"; "+n, "; ")
+	}
 	if after, err := sys.Target(ctx, cfg.Target == "follower"); err == nil && after.ID != s.Target.ID {
 		m.Note = strings.TrimPrefix(m.Note+"; target changed to "+after.ID+" during the run", "; ")
 	}
 	return m, nil
+}
+
+// toolSaturated says when the load tool used 90% or more of the CPU it can
+// use (wrk: one core per thread; ghz: every core): then the tool, not the
+// server, may have set the pace, pulling the ratio towards 1.
+func toolSaturated(cfg Config, s runSpec, m measurement) string {
+	cores := float64(runtime.NumCPU())
+	if s.Protocol == "rest" {
+		cores = float64(cfg.wrkThreads(s.Conc))
+	}
+	if m.Elapsed <= 0 || m.ToolCPU < 0.9*cores*m.Elapsed.Seconds() {
+		return ""
+	}
+	return fmt.Sprintf("load tool used %.1f of %.0f cores: it may be the bottleneck", m.ToolCPU/m.Elapsed.Seconds(), cores)
 }
 
 func tailString(s string, n int) string {

@@ -39,6 +39,7 @@ func main() {
 	flag.IntVar(&cfg.Preload, "preload", cfg.Preload, "patients (consentd) and keys (etcd) written before the read runs")
 	flag.IntVar(&cfg.WritePool, "write-pool", cfg.WritePool, "patients consentd writes spread over")
 	flag.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "ghz opens min(concurrency, this) gRPC connections")
+	flag.IntVar(&cfg.WrkThreads, "wrk-threads", cfg.WrkThreads, "wrk runs min(concurrency, this) threads (it shares the machine with both clusters)")
 	flag.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "per-request timeout of both load tools")
 	flag.BoolVar(&cfg.Keep, "keep", cfg.Keep, "keep the clusters' data directories and logs")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

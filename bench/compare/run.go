@@ -192,13 +192,23 @@ func describeMachine(cfg Config, started time.Time) string {
 	if out, err := exec.Command("uname", "-sr").Output(); err == nil {
 		fmt.Fprintf(&b, "kernel: %s", out)
 	}
-	for _, v := range [][]string{{cfg.ConsentdBin, "version"}, {cfg.EtcdBin, "--version"}, {cfg.GhzBin, "--version"}, {cfg.WrkBin, "-v"}} {
+	for _, v := range [][]string{{cfg.ConsentdBin, "version"}, {cfg.EtcdBin, "--version"}, {cfg.WrkBin, "-v"}} {
 		out, _ := exec.Command(v[0], v[1:]...).CombinedOutput()
 		first, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 		fmt.Fprintf(&b, "%s: %s\n", filepath.Base(v[0]), first)
 	}
-	fmt.Fprintf(&b, "duration %v, warm-up %v, reps %d, conc %s, ghz connections min(conc,%d), wrk threads min(conc,2), timeout %v\n",
-		cfg.Duration, cfg.Warmup, cfg.Reps, joinInts(cfg.Conc), cfg.MaxConns, cfg.Timeout)
+	// go install leaves ghz --version at "dev"; its module version is in the binary.
+	ghzVersion := "unknown"
+	if out, err := exec.Command("go", "version", "-m", cfg.GhzBin).Output(); err == nil {
+		for line := range strings.Lines(string(out)) {
+			if f := strings.Fields(line); len(f) >= 3 && f[0] == "mod" && f[1] == "github.com/bojand/ghz" {
+				ghzVersion = f[2]
+			}
+		}
+	}
+	fmt.Fprintf(&b, "ghz: %s\n", ghzVersion)
+	fmt.Fprintf(&b, "duration %v, warm-up %v, reps %d, conc %s, ghz connections min(conc,%d), wrk threads min(conc,%d), timeout %v\n",
+		cfg.Duration, cfg.Warmup, cfg.Reps, joinInts(cfg.Conc), cfg.MaxConns, cfg.WrkThreads, cfg.Timeout)
 	fmt.Fprintf(&b, "consentd: --insecure, default durability, access log on; etcd: defaults (fsync on); read pool %d keys, write pool %d patients, etcd value %d bytes\n",
 		cfg.Preload, cfg.WritePool, cfg.ValueSize)
 	return b.String()
