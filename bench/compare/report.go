@@ -230,6 +230,7 @@ func writeMarkdown(w io.Writer, title string, rows []row, targets []targetResult
 	for _, t := range targets {
 		fmt.Fprintf(w, "- %s\n", t.String())
 	}
+	fmt.Fprintf(w, "\n%s\n", targetTally(targets))
 }
 
 // writeCSV writes one line per row with raw (unrounded) figures.
@@ -369,4 +370,13 @@ func evaluateTargets(rows []row, targets []target) []targetResult {
 		out = append(out, res)
 	}
 	return out
+}
+
+// targetTally is "targets: N PASS, N MISS, N n/a".
+func targetTally(results []targetResult) string {
+	n := map[string]int{}
+	for _, t := range results {
+		n[t.Verdict]++
+	}
+	return fmt.Sprintf("targets: %d PASS, %d MISS, %d n/a", n["PASS"], n["MISS"], n["n/a"])
 }

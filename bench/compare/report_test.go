@@ -225,3 +225,10 @@ func TestDurationSeconds(t *testing.T) {
 		}
 	}
 }
+
+func TestTargetTally(t *testing.T) {
+	got := targetTally([]targetResult{{Verdict: "PASS"}, {Verdict: "MISS"}, {Verdict: "PASS"}, {Verdict: "n/a"}})
+	if want := "targets: 2 PASS, 1 MISS, 1 n/a"; got != want {
+		t.Errorf("targetTally = %q, want %q", got, want)
+	}
+}

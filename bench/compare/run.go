@@ -145,6 +145,7 @@ func run(ctx context.Context, cfg Config, stdout io.Writer) (err error) {
 	for _, t := range targets {
 		text.WriteString("  " + t.String() + "\n")
 	}
+	text.WriteString(targetTally(targets) + "\n")
 	fmt.Fprintf(&text, "\nResults in %s\n", cfg.OutDir)
 	if _, err := stdout.Write(text.Bytes()); err != nil {
 		return err
