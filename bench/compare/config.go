@@ -157,7 +157,7 @@ func (c Config) runs() int {
 
 // estimate is how long the measuring takes: the runs themselves plus about
 // 0.1s each to start the tool and read the revision (clusters' start-up
-// and preload, about 15s, not counted).
+// and preload, a few seconds, not counted).
 func (c Config) estimate() time.Duration {
 	combos := time.Duration(len(c.Ops) * len(c.Protocols) * len(c.Conc) * 2)
 	return combos*(time.Duration(c.Reps)*c.Duration+c.Warmup) + time.Duration(c.runs())*100*time.Millisecond
