@@ -25,6 +25,9 @@ type runSpec struct {
 	// Files: the workload's data or script, and where the tool's raw output goes.
 	WorkFile string
 	RawFile  string
+	// RunID is unique to this run of the tool; wrk scripts put it in every
+	// write's id or key (ghz's {{newUUID}} needs none).
+	RunID string
 }
 
 // toolCommand is the ghz or wrk command line for s.
@@ -46,7 +49,7 @@ func toolCommand(cfg Config, s runSpec) (string, []string) {
 	}
 	return cfg.WrkBin, []string{"-t", strconv.Itoa(cfg.wrkThreads(s.Conc)), "-c", strconv.Itoa(s.Conc),
 		"-d", durationSeconds(cfg.runDuration(s)), "--timeout", durationSeconds(cfg.Timeout), "--latency",
-		"-s", s.WorkFile, "http://" + s.Target.HTTPAddr + "/"}
+		"-s", s.WorkFile, "http://" + s.Target.HTTPAddr + "/", "--", s.RunID}
 }
 
 func (c Config) runDuration(s runSpec) time.Duration {

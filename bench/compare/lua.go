@@ -8,7 +8,10 @@ import (
 )
 
 // The wrk scripts. Each thread numbers its requests; a write's id or key is
-// nonce-thread-counter, so no two requests of a run of the tool share one.
+// nonce-run-thread-counter, where run is wrk's first script argument (one
+// per run of the tool: the same script runs for the warm-up and every
+// repetition, and each wrk starts counting at 1 again), so no two requests
+// of the whole comparison share one.
 // done() prints one machine-readable line (BENCH {...}) with wrk's own
 // totals and exact percentiles in microseconds.
 
@@ -61,6 +64,9 @@ var luaTemplates = template.Must(template.New("").Funcs(template.FuncMap{"lua": 
 {{template "pool" .}}local nonce = {{lua .Nonce}}
 local states = { "consent_core", "dissent" }
 local headers = { ["Content-Type"] = "application/json" }
+function init(args)
+  nonce = nonce .. "-" .. (args[1] or "")
+end
 function request()
   counter = counter + 1
   -- Write k goes to patient k mod #pool with the state of its round, so a
@@ -88,6 +94,7 @@ local value = {{lua .Value}}
 local value64
 local headers = { ["Content-Type"] = "application/json" }
 function init(args)
+  nonce = nonce .. "-" .. (args[1] or "")
   value64 = b64(value)
 end
 function request()

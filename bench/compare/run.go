@@ -114,6 +114,7 @@ func run(ctx context.Context, cfg Config, stdout io.Writer) (err error) {
 						}
 						name := fmt.Sprintf("%s-%s-c%d-%s-r%d", op, proto, conc, sys.Name(), rep)
 						s.RawFile = filepath.Join(cfg.OutDir, "raw", name+map[string]string{"grpc": ".json", "rest": ".txt"}[proto])
+						s.RunID = fmt.Sprintf("c%d-r%d", conc, rep)
 						m, err := runOne(ctx, cfg, sys, s, ticks)
 						if err != nil {
 							return err

@@ -70,3 +70,32 @@ func TestGhzWorkloads(t *testing.T) {
 		t.Errorf("etcd value is %d bytes, want 100", len(etcdValue(100)))
 	}
 }
+
+func TestToolCommand(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.GhzBin, cfg.WrkBin = "ghz", "wrk"
+	target := node{ID: "n1", GRPCAddr: "127.0.0.1:9081", HTTPAddr: "127.0.0.1:8081"}
+	for _, tc := range []struct {
+		name string
+		s    runSpec
+		want string
+	}{
+		{"ghz by reflection", runSpec{Protocol: "grpc", Conc: 64, Rep: 1, Target: target, WorkFile: "/w.json", RawFile: "/r.json",
+			Work: workload{Call: "consent.v1.ConsentService.GetConsents"}},
+			"ghz --insecure --call consent.v1.ConsentService.GetConsents --data-file /w.json -c 64 --connections 16 -z 10s -t 10s -O json -o /r.json 127.0.0.1:9081"},
+		{"ghz with the etcd subset, a warm-up", runSpec{Protocol: "grpc", Conc: 4, Rep: 0, Target: target, WorkFile: "/w.json", RawFile: "/r.json",
+			Work: workload{Call: "etcdserverpb.KV.Put", Proto: "/p/rpc.proto", ImportPaths: []string{"/p"}}},
+			"ghz --insecure --proto /p/rpc.proto --import-paths /p --call etcdserverpb.KV.Put --data-file /w.json -c 4 --connections 4 -z 2s -t 10s -O json -o /r.json 127.0.0.1:9081"},
+		{"wrk passes the run id to the script", runSpec{Protocol: "rest", Conc: 256, Rep: 2, Target: target, WorkFile: "/w.lua", RunID: "c256-r2"},
+			"wrk -t 2 -c 256 -d 10s --timeout 10s --latency -s /w.lua http://127.0.0.1:8081/ -- c256-r2"},
+		{"wrk: no more threads than connections", runSpec{Protocol: "rest", Conc: 1, Rep: 1, Target: target, WorkFile: "/w.lua", RunID: "c1-r1"},
+			"wrk -t 1 -c 1 -d 10s --timeout 10s --latency -s /w.lua http://127.0.0.1:8081/ -- c1-r1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin, args := toolCommand(cfg, tc.s)
+			if got := bin + " " + strings.Join(args, " "); got != tc.want {
+				t.Errorf("toolCommand:\n got %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
