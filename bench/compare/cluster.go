@@ -39,6 +39,12 @@ type system interface {
 	Workload(op, protocol string) (workload, error)
 }
 
+// keyCounter is a system that can count what the write runs created: a
+// write that repeated an earlier one's key adds nothing.
+type keyCounter interface {
+	WrittenKeys(ctx context.Context, n node) (uint64, error)
+}
+
 // node is one member as the load tools reach it.
 type node struct {
 	ID       string

@@ -138,6 +138,21 @@ func (c *etcdCluster) Revision(ctx context.Context, n node) (uint64, error) {
 	return strconv.ParseUint(st.Header.Revision, 10, 64)
 }
 
+// WrittenKeys counts the keys the write runs put (prefix bench/w/).
+func (c *etcdCluster) WrittenKeys(ctx context.Context, n node) (uint64, error) {
+	var got struct {
+		Count string `json:"count"`
+	}
+	body := map[string]any{"key": b64("bench/w/"), "range_end": b64("bench/w0"), "count_only": true}
+	if err := httpJSON(ctx, c.client, "POST", "http://"+n.HTTPAddr+"/v3/kv/range", body, &got); err != nil {
+		return 0, err
+	}
+	if got.Count == "" {
+		return 0, nil // the gateway leaves out a zero
+	}
+	return strconv.ParseUint(got.Count, 10, 64)
+}
+
 // etcdReadKey is key i of the read pool.
 func etcdReadKey(i int) string { return fmt.Sprintf("bench/r/%06d", i) }
 

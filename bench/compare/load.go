@@ -75,17 +75,24 @@ type measurement struct {
 	CPUPer1kOK float64 // CPUSeconds per 1,000 OK requests; NaN without OK requests
 	ToolCPU    float64 // the load tool's own CPU seconds
 	RevDelta   uint64  // rise in the target's revision (writes)
+	NewKeys    uint64  // keys the run created, where the system can count them (etcd)
 	Note       string
 }
 
 // runOne runs the tool for s and measures the servers around it.
 func runOne(ctx context.Context, cfg Config, sys system, s runSpec, ticksPerSec float64) (measurement, error) {
 	m := measurement{System: s.System, Op: s.Op, Protocol: s.Protocol, Conc: s.Conc, Rep: s.Rep, TargetID: s.Target.ID}
-	var rev0 uint64
+	var rev0, keys0 uint64
+	counter, countsKeys := sys.(keyCounter)
 	if s.Op == "write" {
 		var err error
 		if rev0, err = sys.Revision(ctx, s.Target); err != nil {
 			return m, fmt.Errorf("%s revision: %w", s.System, err)
+		}
+		if countsKeys {
+			if keys0, err = counter.WrittenKeys(ctx, s.Target); err != nil {
+				return m, fmt.Errorf("%s keys: %w", s.System, err)
+			}
 		}
 	}
 	bin, args := toolCommand(cfg, s)
@@ -149,10 +156,20 @@ func runOne(ctx context.Context, cfg Config, sys system, s runSpec, ticksPerSec 
 			return m, fmt.Errorf("%s revision: %w", s.System, err)
 		}
 		m.RevDelta = rev1 - rev0
-		// Every acknowledged write is a new entry; fewer means requests
-		// were answered as duplicates (ids or keys not unique).
+		// Every acknowledged write went through the log; fewer means some
+		// were acknowledged without it.
 		if m.RevDelta < m.OK {
 			m.Note = fmt.Sprintf("revision rose %d for %d ok writes", m.RevDelta, m.OK)
+		}
+		if countsKeys {
+			keys1, err := counter.WrittenKeys(ctx, s.Target)
+			if err != nil {
+				return m, fmt.Errorf("%s keys: %w", s.System, err)
+			}
+			// A key written twice is an overwrite, not a new write.
+			if m.NewKeys = keys1 - keys0; m.NewKeys < m.OK {
+				m.Note = strings.TrimPrefix(m.Note+fmt.Sprintf("; %d new keys for %d ok writes", m.NewKeys, m.OK), "; ")
+			}
 		}
 	}
 	if n := toolSaturated(cfg, s, m); n != "" {

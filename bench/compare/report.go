@@ -266,7 +266,7 @@ func writeCSV(w io.Writer, rows []row) error {
 func writeRunsCSV(w io.Writer, ms []measurement) error {
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"system", "op", "protocol", "conc", "rep", "target", "requests", "ok", "errors", "cut_off_at_end", "error_kinds",
-		"elapsed_s", "ok_per_s", "p50_ms", "p99_ms", "server_cpu_s", "cpu_s_per_1k_ok", "tool_cpu_s", "revision_delta", "note"})
+		"elapsed_s", "ok_per_s", "p50_ms", "p99_ms", "server_cpu_s", "cpu_s_per_1k_ok", "tool_cpu_s", "revision_delta", "new_keys", "note"})
 	f := func(x float64) string {
 		if math.IsNaN(x) {
 			return ""
@@ -280,7 +280,7 @@ func writeRunsCSV(w io.Writer, ms []measurement) error {
 		cw.Write([]string{m.System, m.Op, m.Protocol, strconv.Itoa(m.Conc), strconv.Itoa(m.Rep), m.TargetID,
 			strconv.FormatUint(m.Requests, 10), strconv.FormatUint(m.OK, 10), strconv.FormatUint(m.Errors, 10), strconv.FormatUint(m.CutOff, 10), m.ErrorKinds,
 			f(m.Elapsed.Seconds()), f(m.Throughput), f(m.P50.Seconds() * 1000), f(m.P99.Seconds() * 1000),
-			f(m.CPUSeconds), f(m.CPUPer1kOK), f(m.ToolCPU), strconv.FormatUint(m.RevDelta, 10), m.Note})
+			f(m.CPUSeconds), f(m.CPUPer1kOK), f(m.ToolCPU), strconv.FormatUint(m.RevDelta, 10), strconv.FormatUint(m.NewKeys, 10), m.Note})
 	}
 	cw.Flush()
 	return cw.Error()
