@@ -164,22 +164,27 @@ func legend(rows []row) string {
 // cells are r's table cells; the last marks the targets on r (PASS, MISS or n/a each).
 func (r row) cells(targets []targetResult) []string {
 	thr, p50, p99, cpu := r.ratios()
-	var marks []string
-	for _, t := range targets {
-		if t.Op == r.Op && t.Protocol == r.Protocol && t.Conc == r.Conc {
-			marks = append(marks, figureLabel[t.Figure]+" "+t.Verdict)
-		}
-	}
-	mark := strings.Join(marks, ", ")
-	if mark == "" {
-		mark = "-"
-	}
+	mark := r.targetMark(targets)
 	return []string{r.Op, r.Protocol, strconv.Itoa(r.Conc),
 		fmtNum(r.Consentd.Throughput, 0), fmtNum(r.Etcd.Throughput, 0), fmtRatio(thr),
 		fmtNum(r.Consentd.P50ms, 2), fmtNum(r.Etcd.P50ms, 2), fmtRatio(p50),
 		fmtNum(r.Consentd.P99ms, 2), fmtNum(r.Etcd.P99ms, 2), fmtRatio(p99),
 		fmtNum(r.Consentd.CPUPer1k, 3), fmtNum(r.Etcd.CPUPer1k, 3), fmtRatio(cpu),
 		strconv.FormatUint(r.Consentd.Errors, 10), strconv.FormatUint(r.Etcd.Errors, 10), mark}
+}
+
+// targetMark is the verdict of each target on r ("ok/s PASS, CPU MISS"), or "-".
+func (r row) targetMark(targets []targetResult) string {
+	var marks []string
+	for _, t := range targets {
+		if t.Op == r.Op && t.Protocol == r.Protocol && t.Conc == r.Conc {
+			marks = append(marks, figureLabel[t.Figure]+" "+t.Verdict)
+		}
+	}
+	if len(marks) == 0 {
+		return "-"
+	}
+	return strings.Join(marks, ", ")
 }
 
 // figureLabel names a target's figure as the table's column does.
@@ -220,7 +225,8 @@ func writeNotes(w io.Writer, rows []row, bullet string) {
 // writeMarkdown writes the table as GitHub Markdown.
 func writeMarkdown(w io.Writer, title string, rows []row, targets []targetResult) {
 	fmt.Fprintf(w, "%s\n\n", title)
-	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(tableHeader, " | "), strings.Repeat(" ---: |", len(tableHeader)))
+	// Words left, figures right.
+	fmt.Fprintf(w, "| %s |\n| --- | --- |%s --- |\n", strings.Join(tableHeader, " | "), strings.Repeat(" ---: |", len(tableHeader)-3))
 	for _, r := range rows {
 		fmt.Fprintf(w, "| %s |\n", strings.Join(r.cells(targets), " | "))
 	}
@@ -234,14 +240,14 @@ func writeMarkdown(w io.Writer, title string, rows []row, targets []targetResult
 }
 
 // writeCSV writes one line per row with raw (unrounded) figures.
-func writeCSV(w io.Writer, rows []row) error {
+func writeCSV(w io.Writer, rows []row, targets []targetResult) error {
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"op", "protocol", "conc",
 		"consentd_ok_per_s", "etcd_ok_per_s", "ratio_ok_per_s",
 		"consentd_p50_ms", "etcd_p50_ms", "ratio_p50",
 		"consentd_p99_ms", "etcd_p99_ms", "ratio_p99",
 		"consentd_cpu_s_per_1k_ok", "etcd_cpu_s_per_1k_ok", "ratio_cpu",
-		"consentd_errors", "etcd_errors", "consentd_runs", "etcd_runs"})
+		"consentd_errors", "etcd_errors", "consentd_runs", "etcd_runs", "target"})
 	g := func(x float64) string {
 		if math.IsNaN(x) {
 			return ""
@@ -256,7 +262,7 @@ func writeCSV(w io.Writer, rows []row) error {
 			g(r.Consentd.P99ms), g(r.Etcd.P99ms), g(p99),
 			g(r.Consentd.CPUPer1k), g(r.Etcd.CPUPer1k), g(cpu),
 			strconv.FormatUint(r.Consentd.Errors, 10), strconv.FormatUint(r.Etcd.Errors, 10),
-			strconv.Itoa(r.Consentd.Runs), strconv.Itoa(r.Etcd.Runs)})
+			strconv.Itoa(r.Consentd.Runs), strconv.Itoa(r.Etcd.Runs), r.targetMark(targets)})
 	}
 	cw.Flush()
 	return cw.Error()

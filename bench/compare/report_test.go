@@ -191,14 +191,14 @@ func TestTableMarksTargetRows(t *testing.T) {
 	}
 
 	var c bytes.Buffer
-	if err := writeCSV(&c, rows); err != nil {
+	if err := writeCSV(&c, rows, targets); err != nil {
 		t.Fatal(err)
 	}
 	recs, err := csv.NewReader(&c).ReadAll()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != 4 || recs[2][3] != "110" || recs[2][5] != "1.1" {
+	if len(recs) != 4 || recs[2][3] != "110" || recs[2][5] != "1.1" || recs[2][19] != "ok/s PASS, CPU MISS" || recs[3][19] != "-" {
 		t.Errorf("csv: %v", recs)
 	}
 }

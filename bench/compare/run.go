@@ -156,7 +156,7 @@ func run(ctx context.Context, cfg Config, stdout io.Writer) (err error) {
 	writeMarkdown(&md, "### "+title, rows, targets)
 	md.WriteString("\n```\n" + meta + "```\n")
 	var csvBuf, runsBuf bytes.Buffer
-	if err := writeCSV(&csvBuf, rows); err != nil {
+	if err := writeCSV(&csvBuf, rows, targets); err != nil {
 		return err
 	}
 	if err := writeRunsCSV(&runsBuf, ms); err != nil {
