@@ -215,6 +215,21 @@ func send(ctx context.Context, c consentv1.ConsentServiceClient, nhs []string, c
 	for i, p := range chunk {
 		reqs[i] = plan(p, pass).request(nhs)
 	}
+	if batch > 1 {
+		// One raft entry for the chunk; a retry after an unknown outcome
+		// replays what was applied as duplicates.
+		err := retry(ctx, &retries, func(ctx context.Context) error {
+			resp, err := c.RecordDecisions(ctx, &consentv1.RecordDecisionsRequest{Decisions: reqs})
+			if err == nil && len(resp.GetResults()) != len(reqs) {
+				return fmt.Errorf("%d results for %d decisions", len(resp.GetResults()), len(reqs))
+			}
+			return err
+		})
+		if err != nil {
+			return 0, retries, fmt.Errorf("record batch from %s: %w", reqs[0].GetRequestId(), err)
+		}
+		return int64(len(reqs)), retries, nil
+	}
 	for _, r := range reqs {
 		err := retry(ctx, &retries, func(ctx context.Context) error {
 			_, err := c.RecordDecision(ctx, r)

@@ -78,7 +78,7 @@ func (c Config) Validate() error {
 }
 
 func main() {
-	cfg := Config{Patients: 1_000_000, Conc: 64, Batch: 1, Idle: 30 * time.Second, Checks: 200, CheckSize: 1000,
+	cfg := Config{Patients: 1_000_000, Conc: 8, Batch: 500, Idle: 30 * time.Second, Checks: 200, CheckSize: 1000,
 		PortBase: 27000, Seed: 1}
 	var nodeFlags string
 	flag.StringVar(&cfg.Consentd, "consentd", "", "consentd binary (required)")
