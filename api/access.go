@@ -32,6 +32,73 @@ var operations = map[string]audit.Operation{
 	"/consent.v1.AuditService/ListAccess":           audit.OpAudit,
 }
 
+// overlapsAccessLog are the reads whose handlers touch the register only
+// after Server.read returns. For them an allowed call's access-log append
+// (an fsync) runs while the read barrier makes its round trip to the other
+// nodes, and read waits for both: the entry is still on disk before
+// anything is read, and a log that cannot be written still refuses the
+// read, but a linearizable read no longer pays the fsync and the round trip
+// one after the other.
+var overlapsAccessLog = map[string]bool{
+	"/consent.v1.ConsentService/GetConsents":   true,
+	"/consent.v1.ConsentService/ListDecisions": true,
+	"/consent.v1.ConsentService/CheckConsents": true,
+}
+
+// pendingAccess is an access-log append started before its call ran.
+type pendingAccess struct {
+	done chan struct{}
+	err  error
+}
+
+type pendingAccessKey struct{}
+
+// startAccess begins logging an allowed call in the background; the
+// returned context carries it for Server.read to wait on.
+func (s *Server) startAccess(ctx context.Context, id pki.Identity, method string, req any) (context.Context, *pendingAccess) {
+	p := &pendingAccess{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.err = s.logAccess(ctx, id, method, req, nil)
+	}()
+	return context.WithValue(ctx, pendingAccessKey{}, p), p
+}
+
+// wait returns the append's outcome once it is known. Append gives up when
+// the call's context ends, so this never outlives the call for long.
+func (p *pendingAccess) wait() error {
+	<-p.done
+	return p.err
+}
+
+// awaitAccess waits for the call's background access-log append, if it has
+// one; the register must not be read before it returns nil.
+func awaitAccess(ctx context.Context) error {
+	if p, ok := ctx.Value(pendingAccessKey{}).(*pendingAccess); ok {
+		return p.wait()
+	}
+	return nil
+}
+
+// runLogged runs an allowed call with its access-log entry: in the
+// background for the reads in overlapsAccessLog, first for the rest. Either
+// way a log that could not be written makes the call fail with the log's
+// error, whatever the handler did.
+func (s *Server) runLogged(ctx context.Context, id pki.Identity, method string, req any, handler func(context.Context, any) (any, error)) (any, error) {
+	if s.cfg.AccessLog == nil || !overlapsAccessLog[method] {
+		if err := s.logAccess(ctx, id, method, req, nil); err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+	hctx, p := s.startAccess(ctx, id, method, req)
+	resp, err := handler(hctx, req)
+	if lerr := p.wait(); lerr != nil {
+		return nil, lerr
+	}
+	return resp, err
+}
+
 // logAccess appends the authorisation decision for a call to the access
 // log before the call runs, so that a log that cannot be written stops the
 // access (fail closed) rather than letting it through unrecorded. A denied

@@ -91,10 +91,7 @@ func (s *Server) authorise(ctx context.Context, req any, info *grpc.UnaryServerI
 	if s.cfg.TLS == nil {
 		// No identity, so no per-caller limit either: plain TCP is for
 		// development and tests, which drive the register hard on purpose.
-		if err := s.logAccess(ctx, pki.Identity{}, info.FullMethod, req, nil); err != nil {
-			return nil, err
-		}
-		return handler(ctx, req)
+		return s.runLogged(ctx, pki.Identity{}, info.FullMethod, req, handler)
 	}
 	id, err := s.identify(ctx)
 	if err == nil {
@@ -103,13 +100,13 @@ func (s *Server) authorise(ctx context.Context, req any, info *grpc.UnaryServerI
 	if err == nil {
 		err = s.limit(id)
 	}
-	if lerr := s.logAccess(ctx, id, info.FullMethod, req, err); lerr != nil && err == nil {
-		err = lerr
-	}
 	if err != nil {
+		// Denied: logged with the error it gets, which it gets whether or
+		// not the log could be written.
+		s.logAccess(ctx, id, info.FullMethod, req, err)
 		return nil, err
 	}
-	return handler(context.WithValue(ctx, callerKey{}, id), req)
+	return s.runLogged(context.WithValue(ctx, callerKey{}, id), id, info.FullMethod, req, handler)
 }
 
 // authoriseStream admits only authenticated callers to streams (server

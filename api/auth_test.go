@@ -344,6 +344,50 @@ func TestAccessLog(t *testing.T) {
 	}
 }
 
+// TestReadsWaitForTheAccessLog: a read's access-log entry is written while
+// its read barrier runs, but the register is read only once the entry is
+// on disk; when it cannot be written, every kind of read, linearizable or
+// stale, is refused without reading the register.
+func TestReadsWaitForTheAccessLog(t *testing.T) {
+	w := newTLSWorld(t)
+	queries := func() int {
+		w.h.reg.mu.Lock()
+		defer w.h.reg.mu.Unlock()
+		return w.h.reg.queries
+	}
+	reads := []struct{ method, path, body string }{
+		{"GET", "/v1/patients/" + patient + "/consents", ""},
+		{"GET", "/v1/patients/" + patient + "/consents?consistency=stale", ""},
+		{"GET", "/v1/patients/" + patient + "/decisions", ""},
+		{"GET", "/v1/patients/" + patient + "/decisions?consistency=stale", ""},
+		{"POST", "/v1/consents:check", `{"kind":"scr","nhsNumbers":["` + patient + `"]}`},
+		{"POST", "/v1/consents:check", `{"kind":"scr","nhsNumbers":["` + patient + `"],"consistency":"stale"}`},
+	}
+	for _, r := range reads {
+		before := queries()
+		if got := w.rest("reader", r.method, r.path, r.body); got.code != 200 {
+			t.Fatalf("%s %s: %d %s", r.method, r.path, got.code, got.raw)
+		}
+		if queries() == before {
+			t.Fatalf("%s %s did not read the register: the test would prove nothing", r.method, r.path)
+		}
+	}
+	logged, _, err := w.access.Query(context.Background(), audit.Filter{NHSNumber: patient})
+	if err != nil || len(logged) != len(reads) {
+		t.Fatalf("%d access-log entries for %d reads (%v)", len(logged), len(reads), err)
+	}
+	w.access.Close()
+	before := queries()
+	for _, r := range reads {
+		if got := w.rest("reader", r.method, r.path, r.body); got.code != 503 {
+			t.Errorf("%s %s with the access log down: %d %s, want 503", r.method, r.path, got.code, got.raw)
+		}
+	}
+	if n := queries() - before; n != 0 {
+		t.Fatalf("the register was read %d times for reads whose access-log entry was never written", n)
+	}
+}
+
 // TestAccessLogRemoteIsNotTheClientsSaySo: a REST client's own
 // X-Forwarded-For does not become the remote address in the access log.
 func TestAccessLogRemoteIsNotTheClientsSaySo(t *testing.T) {

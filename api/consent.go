@@ -267,6 +267,11 @@ func (s *Server) read(ctx context.Context, consistency string) (*consentv1.ReadI
 	default:
 		return nil, &fsm.FieldError{Field: "consistency", Msg: fmt.Sprintf("%q: want linearizable or stale", consistency)}
 	}
+	// The access-log entry may still be on its way to disk (see
+	// overlapsAccessLog); nothing is read until it is there.
+	if err := awaitAccess(ctx); err != nil {
+		return nil, err
+	}
 	return info, nil
 }
 

@@ -41,6 +41,7 @@ type fakeRegister struct {
 	requests  map[string]fakeRequest
 	queryErr  error
 	panics    bool
+	queries   int // reads of the register, of any kind
 }
 
 type fakeRequest struct {
@@ -189,6 +190,7 @@ func (r *fakeRegister) consentOf(nhs, kind string) fsm.Consent {
 }
 
 func (r *fakeRegister) query() (uint64, error) {
+	r.queries++
 	if r.panics {
 		panic("fake register told to panic")
 	}
