@@ -100,12 +100,17 @@ func GenerateSchedule(seed int64, sc Scenario, cfg ScheduleConfig) []Step {
 			}
 			pick -= wf.Weight
 		}
+		if sc.InTurn {
+			f = sc.Faults[len(steps)%len(sc.Faults)].Fault
+		}
 		hold := between(cfg.MinHold, cfg.MaxHold)
 		switch f {
 		case PauseLeader, PauseFollower:
 			hold = max(hold, 4*cfg.ElectionTimeout)
 		case KillAll:
 			hold = between(time.Second, 3*time.Second)
+		case NewLeaderReads, ResumedLeaderReads:
+			hold = trapHold(cfg.ElectionTimeout)
 		}
 		if at+hold > cfg.Duration {
 			break
@@ -134,10 +139,17 @@ func GenerateSchedule(seed int64, sc Scenario, cfg ScheduleConfig) []Step {
 // than an election timeout.
 func (f Fault) replacesLeader() bool {
 	switch f {
-	case PartitionLeader, PauseLeader, KillLeader, KillAll:
+	case PartitionLeader, PauseLeader, KillLeader, KillAll, NewLeaderReads, ResumedLeaderReads:
 		return true
 	}
 	return false
+}
+
+// trapHold is how long a trap step (NewLeaderReads, ResumedLeaderReads)
+// may take: an election, a probe write, the reads, and a second attempt
+// when the first could not set the trap.
+func trapHold(electionTimeout time.Duration) time.Duration {
+	return max(6*time.Second, 12*electionTimeout)
 }
 
 // ensureLeaderFault makes a scenario that needs a leader change schedule
