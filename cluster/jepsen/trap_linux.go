@@ -136,7 +136,7 @@ func (r *runner) waitHealthy(ctx context.Context, timeout time.Duration) error {
 // its first entry commits answers from a commit index below the probe.
 func (r *runner) newLeaderAttempt(ctx context.Context, p *probe, deadline time.Time) trapResult {
 	r.waitHealthy(ctx, min(5*time.Second, time.Until(deadline)))
-	leaderSlot, _ := r.currentLeader(ctx, 3*time.Second)
+	leaderSlot, oldTerm := r.currentLeader(ctx, 3*time.Second)
 	if leaderSlot == "" {
 		return trapResult{detail: "no leader to start from"}
 	}
@@ -207,15 +207,6 @@ func (r *runner) newLeaderAttempt(ctx context.Context, p *probe, deadline time.T
 			written.Token, index, leader, strings.Join(knew, ", "))
 		return res
 	}
-	// Set only if the starved followers really missed the probe: their
-	// rule dropped its AppendEntries.
-	counts, err := r.starveCounts(ctx, starved)
-	if err != nil || counts.Dropped == 0 {
-		res.detail = fmt.Sprintf("probe %s at index %d acknowledged by %s, then SIGSTOP; not set: the starve rule dropped nothing (%+v, %v)",
-			written.Token, index, leader, counts, err)
-		return res
-	}
-	res.set = true
 	var survivors []string
 	for _, id := range followers {
 		survivors = append(survivors, r.nodes.slotOf(id))
@@ -227,14 +218,52 @@ func (r *runner) newLeaderAttempt(ctx context.Context, p *probe, deadline time.T
 	}
 	defer closeAll(hammer)
 	until := deadline.Add(-500 * time.Millisecond)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	seen := make(chan string, 1)
+	go func() { seen <- r.watchUncommittedLeader(watchCtx, survivors, oldTerm, index) }()
 	stale, reads := p.hammer(ctx, hammer, written.Version, until)
+	stopWatch()
+	newLeader := <-seen
 	res.stale = stale
-	after, _ := r.starveCounts(ctx, starved)
+	counts, countErr := r.starveCounts(ctx, starved)
+	// Set only if the hazard was really there: a survivor led a newer term
+	// while its commit index was below the probe (on TLS, for one, the
+	// starve rule also drops the handshake of a new raft connection, and no
+	// new leader is elected), and the starve rule dropped entries.
+	res.set = newLeader != "" && countErr == nil && counts.Dropped > 0
 	res.detail = fmt.Sprintf("probe %s v%d at index %d acknowledged by %s, which was then SIGSTOPped before %s learned it committed; "+
 		"%s starved of log entries (raft packets over %d bytes: %d dropped, %d smaller passed); %d probe reads of the survivors, %d returned less than v%d",
 		written.Token, written.Version, index, leader, strings.Join(fed, ","), strings.Join(starved, ","),
-		starveAbove, after.Dropped, after.Passed, reads, stale, written.Version)
+		starveAbove, counts.Dropped, counts.Passed, reads, stale, written.Version)
+	switch {
+	case countErr != nil:
+		res.detail += "; not set: reading the starve counters: " + countErr.Error()
+	case counts.Dropped == 0:
+		res.detail += "; not set: the starve rule dropped nothing"
+	case newLeader == "":
+		res.detail += fmt.Sprintf("; not set: no survivor was seen leading a term after %d with commit index below %d", oldTerm, index)
+	default:
+		res.detail += "; " + newLeader
+	}
 	return res
+}
+
+// watchUncommittedLeader polls the survivors until ctx ends and describes
+// the first one seen leading a term after oldTerm with its commit index
+// below probe: the new leader the trap is for. "" if none was seen.
+func (r *runner) watchUncommittedLeader(ctx context.Context, survivors []string, oldTerm, probe uint64) string {
+	for ctx.Err() == nil {
+		for _, slot := range survivors {
+			c, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			st, err := r.apis[slot].Status(c)
+			cancel()
+			if err == nil && st.GetState() == "leader" && st.GetTerm() > oldTerm && st.GetCommitIndex() < probe {
+				return fmt.Sprintf("%s led term %d with commit index %d, below the probe", r.idOf(slot), st.GetTerm(), st.GetCommitIndex())
+			}
+		}
+		sleepCtx(ctx, 50*time.Millisecond)
+	}
+	return ""
 }
 
 // starveCounts sums the starve rules' counters of the starved nodes.
