@@ -149,6 +149,14 @@ func TestSuiteCatchesBrokenVariants(t *testing.T) {
 	default:
 		only = strings.Split(v, ",")
 	}
+	octet := 79
+	if v := os.Getenv("JEPSEN_OCTET"); v != "" {
+		o, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("JEPSEN_OCTET: %v", err)
+		}
+		octet = o
+	}
 	reports := os.Getenv("JEPSEN_REPORT")
 	if reports == "" {
 		dir, err := os.MkdirTemp("", "consent-jepsen-broken-")
@@ -185,7 +193,7 @@ func TestSuiteCatchesBrokenVariants(t *testing.T) {
 			// Every node the runner starts inherits the variant.
 			t.Setenv(BrokenEnv, string(row.variant))
 			started := time.Now()
-			base := Config{Scenario: row.scenario, Duration: duration, Binary: bin, Octet: 79, Quiet: 6 * time.Second,
+			base := Config{Scenario: row.scenario, Duration: duration, Binary: bin, Octet: octet, Quiet: 6 * time.Second,
 				Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 			if row.tune != nil {
 				row.tune(&base)

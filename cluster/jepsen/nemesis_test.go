@@ -384,3 +384,29 @@ func TestTrapHold(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitFollowers(t *testing.T) {
+	all := func(string, string) bool { return true }
+	fed, starved, ok := splitFollowers([]string{"n3", "n1"}, 1, all)
+	if !ok || !reflect.DeepEqual(fed, []string{"n3"}) || !reflect.DeepEqual(starved, []string{"n1"}) {
+		t.Fatalf("without a constraint the first follower is fed: %v %v %v", fed, starved, ok)
+	}
+	// Only n1 holds a connection (to n3): n1 must be the fed one.
+	conns := map[[2]string]bool{{"n1", "n3"}: true}
+	has := func(a, b string) bool { return conns[[2]string{a, b}] }
+	if fed, starved, ok := splitFollowers([]string{"n3", "n1"}, 1, has); !ok || fed[0] != "n1" || starved[0] != "n3" {
+		t.Fatalf("got %v %v %v", fed, starved, ok)
+	}
+	if _, _, ok := splitFollowers([]string{"n2", "n3"}, 1, has); ok {
+		t.Fatal("split found with no connection")
+	}
+	// Five nodes: two fed, two starved; each fed one must reach a starved one.
+	conns = map[[2]string]bool{{"n2", "n4"}: true, {"n5", "n3"}: true}
+	fed, starved, ok = splitFollowers([]string{"n2", "n3", "n4", "n5"}, 2, has)
+	if !ok || !reflect.DeepEqual(fed, []string{"n2", "n5"}) || !reflect.DeepEqual(starved, []string{"n3", "n4"}) {
+		t.Fatalf("got %v %v %v", fed, starved, ok)
+	}
+	if _, _, ok := splitFollowers([]string{"n2"}, 1, all); ok {
+		t.Fatal("a split with nobody starved")
+	}
+}

@@ -334,3 +334,56 @@ func PlanPartition(f Fault, nodes []string, leader string, rng *rand.Rand) (Grud
 	}
 	return g, nil
 }
+
+// splitFollowers splits followers, in their order, into nFed fed and the
+// rest starved for a new-leader-reads trap: the first split in which every
+// fed follower is connected to at least one starved one. ok is false when
+// there is none.
+func splitFollowers(followers []string, nFed int, connected func(from, to string) bool) (fed, starved []string, ok bool) {
+	n := len(followers)
+	if nFed <= 0 || nFed >= n {
+		return nil, nil, false
+	}
+	// Combinations of nFed indices in lexicographic order, so the first is
+	// followers[:nFed].
+	idx := make([]int, nFed)
+	for i := range idx {
+		idx[i] = i
+	}
+	for {
+		in := make([]bool, n)
+		for _, i := range idx {
+			in[i] = true
+		}
+		fed, starved = nil, nil
+		for i, f := range followers {
+			if in[i] {
+				fed = append(fed, f)
+			} else {
+				starved = append(starved, f)
+			}
+		}
+		good := true
+		for _, f := range fed {
+			reaches := false
+			for _, s := range starved {
+				reaches = reaches || connected(f, s)
+			}
+			good = good && reaches
+		}
+		if good {
+			return fed, starved, true
+		}
+		i := nFed - 1
+		for i >= 0 && idx[i] == n-nFed+i {
+			i--
+		}
+		if i < 0 {
+			return nil, nil, false
+		}
+		idx[i]++
+		for j := i + 1; j < nFed; j++ {
+			idx[j] = idx[j-1] + 1
+		}
+	}
+}

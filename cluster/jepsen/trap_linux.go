@@ -76,6 +76,7 @@ func (r *runner) trap(ctx context.Context, i int, st Step, w *workload) {
 		if res.stale > 0 {
 			break
 		}
+		stop := res.giveUp
 		// Undo the attempt before the next: rules cleared, nodes resumed.
 		err := r.applyRules(ctx, map[string]NodeRules{})
 		did := r.nodes.healAll()
@@ -85,6 +86,9 @@ func (r *runner) trap(ctx context.Context, i int, st Step, w *workload) {
 			heal.Error = err.Error()
 		}
 		r.nem.log(heal)
+		if stop {
+			break
+		}
 	}
 	if set == 0 {
 		// Reported as a nemesis failure: the run is then inconclusive, not
@@ -105,6 +109,8 @@ type trapResult struct {
 	stale   int
 	targets []string
 	detail  string
+	// giveUp: another attempt in this step would fail the same way.
+	giveUp bool
 }
 
 // waitHealthy waits until every member serves linearizable reads.
@@ -135,22 +141,60 @@ func (r *runner) waitHealthy(ctx context.Context, timeout time.Duration) error {
 // reads of the probe hammer every survivor: a leader serving reads before
 // its first entry commits answers from a commit index below the probe.
 func (r *runner) newLeaderAttempt(ctx context.Context, p *probe, deadline time.Time) trapResult {
-	r.waitHealthy(ctx, min(5*time.Second, time.Until(deadline)))
-	leaderSlot, oldTerm := r.currentLeader(ctx, 3*time.Second)
-	if leaderSlot == "" {
-		return trapResult{detail: "no leader to start from"}
-	}
-	leader := r.idOf(leaderSlot)
-	var followers []string
-	for _, id := range r.nodes.members() {
-		if id != leader {
-			followers = append(followers, id)
+	var leaderSlot, leader string
+	var oldTerm uint64
+	var fed, starved []string
+	for try := 0; ; try++ {
+		r.waitHealthy(ctx, min(5*time.Second, time.Until(deadline)))
+		leaderSlot, oldTerm = r.currentLeader(ctx, 3*time.Second)
+		if leaderSlot == "" {
+			return trapResult{detail: "no leader to start from"}
+		}
+		leader = r.idOf(leaderSlot)
+		var followers []string
+		for _, id := range r.nodes.members() {
+			if id != leader {
+				followers = append(followers, id)
+			}
+		}
+		quorum := (len(followers)+1)/2 + 1
+		rng := stepRand(r.cfg.Seed, p.step*16+p.attempt)
+		rng.Shuffle(len(followers), func(a, b int) { followers[a], followers[b] = followers[b], followers[a] })
+		connected := func(from, to string) bool { return true }
+		if r.cfg.TLS {
+			// The starve rule also drops the handshake of a new raft
+			// connection (its certificates are longer than a heartbeat), so
+			// the new leader can only win and hold on over connections it
+			// opened before: a fed follower needs two to a starved one, as
+			// a node that once led keeps in its pool, one for heartbeats
+			// while the other hangs on the dropped entries.
+			connected = func(from, to string) bool {
+				n, _ := r.topo.Connections(ctx, r.nodes.slotOf(from), r.ipsByID()[to], raftPort)
+				return n >= 2
+			}
+		}
+		var ok bool
+		fed, starved, ok = splitFollowers(followers, quorum-1, connected)
+		if ok {
+			break
+		}
+		if try > 0 {
+			return trapResult{targets: []string{leader}, giveUp: true,
+				detail: "not set: on TLS no follower holds two raft connections to another, even after a leader change, so a starved one would not keep hearing a new leader"}
+		}
+		// Followers dial each other only to run for leader: replace the
+		// leader once, and then it is a follower with a leader's pool of
+		// connections to the others.
+		r.nem.log(NemesisEvent{Step: p.step, Phase: PhaseStep, Fault: NewLeaderReads, Action: ActionTrap, Targets: []string{leader},
+			Detail: fmt.Sprintf("attempt %d: no follower holds two raft connections to another (TLS); SIGSTOP %s until another node leads", p.attempt, leader)})
+		if err := r.nodes.signal(leaderSlot, syscall.SIGSTOP); err != nil {
+			return trapResult{targets: []string{leader}, detail: "SIGSTOP " + leader + ": " + err.Error()}
+		}
+		r.waitNewLeader(ctx, leaderSlot, oldTerm, 4*time.Second)
+		if err := r.nodes.signal(leaderSlot, syscall.SIGCONT); err != nil {
+			return trapResult{targets: []string{leader}, detail: "SIGCONT " + leader + ": " + err.Error()}
 		}
 	}
-	quorum := (len(followers)+1)/2 + 1
-	rng := stepRand(r.cfg.Seed, p.step*16+p.attempt)
-	rng.Shuffle(len(followers), func(a, b int) { followers[a], followers[b] = followers[b], followers[a] })
-	fed, starved := followers[:quorum-1], followers[quorum-1:]
 	ips := r.ipsByID()
 	rules := map[string]NodeRules{}
 	for _, s := range starved {
@@ -208,7 +252,7 @@ func (r *runner) newLeaderAttempt(ctx context.Context, p *probe, deadline time.T
 		return res
 	}
 	var survivors []string
-	for _, id := range followers {
+	for _, id := range append(append([]string(nil), fed...), starved...) {
 		survivors = append(survivors, r.nodes.slotOf(id))
 	}
 	hammer, err := p.dial(survivors, 2)
@@ -322,20 +366,7 @@ func (r *runner) resumedLeaderAttempt(ctx context.Context, p *probe, deadline ti
 		res.detail = "cutting off " + old + ": " + err.Error()
 		return res
 	}
-	var newSlot string
-	waitFor(ctx, time.Until(deadline)-2*time.Second, func(ctx context.Context) error {
-		for _, slot := range r.ids {
-			if slot == oldSlot || r.nodes.isVacant(slot) {
-				continue
-			}
-			st, err := r.apis[slot].Status(ctx)
-			if err == nil && st.GetState() == "leader" && st.GetTerm() > oldTerm {
-				newSlot = slot
-				return nil
-			}
-		}
-		return errors.New("no new leader yet")
-	})
+	newSlot := r.waitNewLeader(ctx, oldSlot, oldTerm, time.Until(deadline)-2*time.Second)
 	if newSlot == "" {
 		res.detail = "no new leader while " + old + " was stopped"
 		return res
@@ -395,6 +426,26 @@ func (r *runner) resumedLeaderAttempt(ctx context.Context, p *probe, deadline ti
 		res.detail += "; SIGCONT: " + contErr.Error()
 	}
 	return res
+}
+
+// waitNewLeader waits up to timeout for a node other than oldSlot to lead
+// a term after oldTerm, and returns its slot ("" if none did).
+func (r *runner) waitNewLeader(ctx context.Context, oldSlot string, oldTerm uint64, timeout time.Duration) string {
+	var newSlot string
+	waitFor(ctx, timeout, func(ctx context.Context) error {
+		for _, slot := range r.ids {
+			if slot == oldSlot || r.nodes.isVacant(slot) {
+				continue
+			}
+			st, err := r.apis[slot].Status(ctx)
+			if err == nil && st.GetState() == "leader" && st.GetTerm() > oldTerm {
+				newSlot = slot
+				return nil
+			}
+		}
+		return errors.New("no new leader yet")
+	})
+	return newSlot
 }
 
 // probe writes and reads one patient of its own for one trap attempt; its
