@@ -421,6 +421,20 @@ func TestEfficacy(t *testing.T) {
 	}
 	r.Nemesis = []NemesisEvent{{Phase: PhaseStart, Error: "nft: boom"}}
 	expect(t, r, "efficacy", Inconclusive)
+	// A trap that was tried but never seen set leaves the run unproven:
+	// the attempts themselves are not errors, the step's verdict is.
+	r.Nemesis = []NemesisEvent{
+		{Step: 0, Phase: PhaseStart, Fault: NewLeaderReads},
+		{Step: 0, Phase: PhaseStep, Fault: NewLeaderReads, Action: ActionTrap, Detail: "attempt 0: not set: no survivor was seen leading"},
+		{Step: 0, Phase: PhaseStep, Fault: NewLeaderReads, Action: ActionTrap, Error: "trap never set: no survivor was seen leading"},
+		{Step: 0, Phase: PhaseEnd},
+	}
+	c = expect(t, r, "efficacy", Inconclusive)
+	if !strings.Contains(c.Summary, "1 errors") {
+		t.Fatal(c.Summary)
+	}
+	r.Nemesis = append(r.Nemesis[:2], r.Nemesis[3])
+	expect(t, r, "efficacy", Pass)
 }
 
 func TestLeaderChangesIgnoreStaleClaims(t *testing.T) {

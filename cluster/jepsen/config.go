@@ -174,6 +174,20 @@ const (
 	// whether the leader or a follower), stops it and wipes its data for
 	// the hold, then starts it with a fresh raft id and --join.
 	Membership Fault = "membership"
+	// NewLeaderReads aims at a new leader's first moments: one follower is
+	// starved of log entries (its raft port drops packets longer than a
+	// heartbeat), a probe write is acknowledged by the leader, which is
+	// SIGSTOPped at once, before it tells the other follower the write
+	// committed; that follower wins the election, but its first entry
+	// cannot commit until the starved follower catches up, while
+	// heartbeats still confirm its leadership. Linearizable reads of the
+	// probe hammer the survivors all that time.
+	NewLeaderReads Fault = "new-leader-reads"
+	// ResumedLeaderReads aims at a deposed leader that does not know it
+	// yet: the leader is SIGSTOPped and cut off, a new leader acknowledges
+	// a probe write, linearizable reads of the probe are queued in the old
+	// leader's sockets, and it is resumed.
+	ResumedLeaderReads Fault = "resumed-leader-reads"
 )
 
 // WeightedFault is one entry of a scenario's fault mix.
@@ -194,6 +208,9 @@ type Scenario struct {
 	SnapshotStress bool
 	// NeedsLeaderChange: a run without a leader change is inconclusive.
 	NeedsLeaderChange bool
+	// InTurn schedules the faults in the order listed, round after round,
+	// instead of drawing them by weight: every seed then sets every trap.
+	InTurn bool
 }
 
 // Scenarios returns every scenario, a fresh copy each call. "membership"
@@ -224,6 +241,8 @@ func Scenarios() []Scenario {
 			// Judged by completed membership changes (efficacy), not by
 			// leader changes: a short run may remove only followers.
 			Faults: []WeightedFault{{Membership, 6}, {KillFollower, 1}, {KillLeader, 1}, {PartitionLeader, 1}, {PartitionMajority, 1}}},
+		{Name: "targeted-leader-change", Description: "traps for reads in a leader change: a new leader before its first entry commits, and a resumed leader that was replaced while paused",
+			Faults: []WeightedFault{{NewLeaderReads, 1}, {ResumedLeaderReads, 1}}, NeedsLeaderChange: true, InTurn: true},
 		{Name: "none", Description: "no faults: a baseline for the checkers"},
 	}
 }

@@ -8,6 +8,13 @@
 // writes, stale reads, history reads, convergence, liveness, node logs and
 // efficacy). cmd/consent-jepsen is its command-line runner.
 //
+// Traps. Scenario targeted-leader-change does not wait for a random fault
+// to land in a window a few milliseconds wide: each of its steps sets up one
+// read hazard of a leader change on purpose (trap_linux.go) and probes it
+// with a patient of its own, recording the probe's operations in the
+// history so that the ordinary checkers judge them. A step whose trap was
+// never seen set makes the run inconclusive.
+//
 // Topology. Every run has a prefix (default "cj" plus the subnet's third
 // octet). One namespace PREFIX-br holds a bridge and nothing else; each node
 // gets a namespace PREFIX-nK with a veth to the bridge and an address in

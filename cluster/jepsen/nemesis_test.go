@@ -23,6 +23,9 @@ table inet cj77 {
 	set lossy {
 		type ipv4_addr
 	}
+	set starved {
+		type ipv4_addr
+	}
 	chain input {
 		type filter hook input priority -10; policy accept;
 		ip saddr @blocked counter drop
@@ -40,8 +43,20 @@ table inet cj77 {
 	if strings.Contains(loss, "reject") || strings.Contains(got, "reject") {
 		t.Fatal("partitions must drop, not reject")
 	}
+	starve := nftScript("cj77", NodeRules{Starved: []string{"10.213.77.11"}, StarvePort: 7081, StarveAbove: 320})
+	if !strings.Contains(starve, "ip saddr @starved tcp dport 7081 meta length <= 320 counter\n") ||
+		!strings.Contains(starve, "ip saddr @starved tcp dport 7081 meta length > 320 counter drop") ||
+		!strings.Contains(starve, "elements = { 10.213.77.11 }") {
+		t.Fatal(starve)
+	}
+	// Both rules are needed: without a port or a size nothing is starved.
+	for _, r := range []NodeRules{{Starved: []string{"10.213.77.11"}, StarveAbove: 320}, {Starved: []string{"10.213.77.11"}, StarvePort: 7081}} {
+		if s := nftScript("cj77", r); strings.Contains(s, "meta length") {
+			t.Fatalf("%+v rendered a starve rule:\n%s", r, s)
+		}
+	}
 	healed := nftScript("cj77", NodeRules{})
-	if strings.Contains(healed, "elements") || strings.Contains(healed, "numgen") {
+	if strings.Contains(healed, "elements") || strings.Contains(healed, "numgen") || strings.Contains(healed, "meta length") {
 		t.Fatal(healed)
 	}
 }
@@ -302,5 +317,96 @@ func TestConfigValidate(t *testing.T) {
 		if _, ok := LookupScenario(n); !ok {
 			t.Errorf("CI scenario %s is not defined", n)
 		}
+	}
+}
+
+// The counters as nft 1.0 lists them after a trap.
+func TestParseStarveCounts(t *testing.T) {
+	listing := `table inet cj88 {
+	set starved {
+		type ipv4_addr
+		elements = { 10.213.88.11, 10.213.88.13 }
+	}
+
+	chain input {
+		type filter hook input priority filter - 10; policy accept;
+		ip saddr @blocked counter packets 0 bytes 0 drop
+		ip saddr @starved tcp dport 7081 meta length <= 320 counter packets 41 bytes 7790
+		ip saddr @starved tcp dport 7081 meta length > 320 counter packets 7 bytes 9660 drop
+	}
+}`
+	c, ok := parseStarveCounts(listing)
+	if !ok || c != (StarveCounts{Passed: 41, Dropped: 7}) {
+		t.Fatalf("got %+v, %v", c, ok)
+	}
+	if _, ok := parseStarveCounts(nftScript("cj88", NodeRules{})); ok {
+		t.Fatal("a table without starve rules parsed as having them")
+	}
+}
+
+// An InTurn scenario sets every trap on every seed, in the order listed,
+// each with the whole trap hold: the broken-variant test relies on a 20s
+// run of targeted-leader-change starting with NewLeaderReads.
+func TestInTurnSchedule(t *testing.T) {
+	sc, _ := LookupScenario("targeted-leader-change")
+	if !sc.InTurn || len(sc.Faults) != 2 || sc.Faults[0].Fault != NewLeaderReads || sc.Faults[1].Fault != ResumedLeaderReads {
+		t.Fatalf("targeted-leader-change is %+v", sc)
+	}
+	for _, et := range []time.Duration{500 * time.Millisecond, time.Second} {
+		for seed := int64(1); seed <= 40; seed++ {
+			for _, d := range []time.Duration{20 * time.Second, 60 * time.Second} {
+				steps := GenerateSchedule(seed, sc, ScheduleConfig{Duration: d, ElectionTimeout: et})
+				if len(steps) == 0 {
+					t.Fatalf("et %v seed %d %v: no steps", et, seed, d)
+				}
+				for i, st := range steps {
+					if want := sc.Faults[i%2].Fault; st.Fault != want {
+						t.Fatalf("et %v seed %d %v step %d: %s, want %s", et, seed, d, i, st.Fault, want)
+					}
+					if st.Hold != trapHold(et) {
+						t.Fatalf("et %v seed %d step %d: hold %v, want %v", et, seed, i, st.Hold, trapHold(et))
+					}
+				}
+				if d == 60*time.Second && len(steps) < 3 {
+					t.Fatalf("et %v seed %d: only %d traps in a minute", et, seed, len(steps))
+				}
+			}
+		}
+	}
+}
+
+// A trap's hold leaves room for a second attempt after a quick miss.
+func TestTrapHold(t *testing.T) {
+	for _, et := range []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second} {
+		h := trapHold(et)
+		if h < 6*time.Second || h < 12*et {
+			t.Fatalf("election timeout %v: hold %v", et, h)
+		}
+	}
+}
+
+func TestSplitFollowers(t *testing.T) {
+	all := func(string, string) bool { return true }
+	fed, starved, ok := splitFollowers([]string{"n3", "n1"}, 1, all)
+	if !ok || !reflect.DeepEqual(fed, []string{"n3"}) || !reflect.DeepEqual(starved, []string{"n1"}) {
+		t.Fatalf("without a constraint the first follower is fed: %v %v %v", fed, starved, ok)
+	}
+	// Only n1 holds a connection (to n3): n1 must be the fed one.
+	conns := map[[2]string]bool{{"n1", "n3"}: true}
+	has := func(a, b string) bool { return conns[[2]string{a, b}] }
+	if fed, starved, ok := splitFollowers([]string{"n3", "n1"}, 1, has); !ok || fed[0] != "n1" || starved[0] != "n3" {
+		t.Fatalf("got %v %v %v", fed, starved, ok)
+	}
+	if _, _, ok := splitFollowers([]string{"n2", "n3"}, 1, has); ok {
+		t.Fatal("split found with no connection")
+	}
+	// Five nodes: two fed, two starved; each fed one must reach a starved one.
+	conns = map[[2]string]bool{{"n2", "n4"}: true, {"n5", "n3"}: true}
+	fed, starved, ok = splitFollowers([]string{"n2", "n3", "n4", "n5"}, 2, has)
+	if !ok || !reflect.DeepEqual(fed, []string{"n2", "n5"}) || !reflect.DeepEqual(starved, []string{"n3", "n4"}) {
+		t.Fatalf("got %v %v %v", fed, starved, ok)
+	}
+	if _, _, ok := splitFollowers([]string{"n2"}, 1, all); ok {
+		t.Fatal("a split with nobody starved")
 	}
 }

@@ -178,6 +178,35 @@ func (t *Topology) ApplyRules(ctx context.Context, node string, r NodeRules) err
 	return run(ctx, nftScript(t.Table(), r), "ip", "netns", "exec", t.NS(node), "nft", "-f", "-")
 }
 
+// StarveCounts reads the counters of a node's starve rules (see NodeRules).
+func (t *Topology) StarveCounts(ctx context.Context, node string) (StarveCounts, error) {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", t.NS(node), "nft", "list", "table", "inet", t.Table()).CombinedOutput()
+	if err != nil {
+		return StarveCounts{}, fmt.Errorf("nft list table in %s: %w: %s", t.NS(node), err, bytes.TrimSpace(out))
+	}
+	c, ok := parseStarveCounts(string(out))
+	if !ok {
+		return c, fmt.Errorf("no starve rules in %s", t.NS(node))
+	}
+	return c, nil
+}
+
+// Connections counts node's established TCP connections to ip:port.
+func (t *Topology) Connections(ctx context.Context, node, ip string, port int) (int, error) {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", t.NS(node), "ss", "-Htn", "state", "established",
+		"dst", ip, "dport", "=", fmt.Sprintf(":%d", port)).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("ss in %s: %w: %s", t.NS(node), err, bytes.TrimSpace(out))
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.TrimSpace(line) != "" {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // NodeCommand builds a command that runs inside a node's namespace; ip
 // netns exec execs the program, so the process id is the program's.
 func (t *Topology) NodeCommand(node, bin string, args ...string) *exec.Cmd {

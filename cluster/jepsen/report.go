@@ -59,6 +59,9 @@ const (
 	ActionWipe   = "wipe"   // its data dir deleted
 	ActionStart  = "start"  // a process with a fresh raft id started with --join; Targets[0] is the new id
 	ActionVoter  = "voter"  // the new id is a voter that serves linearizable reads
+	// ActionTrap is one attempt of a trap (NewLeaderReads,
+	// ResumedLeaderReads), or its undoing.
+	ActionTrap = "trap"
 )
 
 // LeaderObs is one poll of a node's cluster status, as logged to leaders.jsonl.

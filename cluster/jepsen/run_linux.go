@@ -434,8 +434,12 @@ func (r *runner) runSchedule(ctx context.Context, steps []Step, start time.Time,
 		if ctx.Err() != nil {
 			return
 		}
-		r.apply(ctx, i, st)
-		sleepCtx(ctx, st.Hold)
+		if st.Fault.isTrap() {
+			r.trap(ctx, i, st, w)
+		} else {
+			r.apply(ctx, i, st)
+			sleepCtx(ctx, st.Hold)
+		}
 		if ctx.Err() != nil {
 			return
 		}

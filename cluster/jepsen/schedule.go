@@ -100,12 +100,17 @@ func GenerateSchedule(seed int64, sc Scenario, cfg ScheduleConfig) []Step {
 			}
 			pick -= wf.Weight
 		}
+		if sc.InTurn {
+			f = sc.Faults[len(steps)%len(sc.Faults)].Fault
+		}
 		hold := between(cfg.MinHold, cfg.MaxHold)
 		switch f {
 		case PauseLeader, PauseFollower:
 			hold = max(hold, 4*cfg.ElectionTimeout)
 		case KillAll:
 			hold = between(time.Second, 3*time.Second)
+		case NewLeaderReads, ResumedLeaderReads:
+			hold = trapHold(cfg.ElectionTimeout)
 		}
 		if at+hold > cfg.Duration {
 			break
@@ -134,10 +139,17 @@ func GenerateSchedule(seed int64, sc Scenario, cfg ScheduleConfig) []Step {
 // than an election timeout.
 func (f Fault) replacesLeader() bool {
 	switch f {
-	case PartitionLeader, PauseLeader, KillLeader, KillAll:
+	case PartitionLeader, PauseLeader, KillLeader, KillAll, NewLeaderReads, ResumedLeaderReads:
 		return true
 	}
 	return false
+}
+
+// trapHold is how long a trap step (NewLeaderReads, ResumedLeaderReads)
+// may take: an election, a probe write, the reads, and a second attempt
+// when the first could not set the trap.
+func trapHold(electionTimeout time.Duration) time.Duration {
+	return max(6*time.Second, 12*electionTimeout)
 }
 
 // ensureLeaderFault makes a scenario that needs a leader change schedule
@@ -321,4 +333,57 @@ func PlanPartition(f Fault, nodes []string, leader string, rng *rand.Rand) (Grud
 		return g, []string{leader}
 	}
 	return g, nil
+}
+
+// splitFollowers splits followers, in their order, into nFed fed and the
+// rest starved for a new-leader-reads trap: the first split in which every
+// fed follower is connected to at least one starved one. ok is false when
+// there is none.
+func splitFollowers(followers []string, nFed int, connected func(from, to string) bool) (fed, starved []string, ok bool) {
+	n := len(followers)
+	if nFed <= 0 || nFed >= n {
+		return nil, nil, false
+	}
+	// Combinations of nFed indices in lexicographic order, so the first is
+	// followers[:nFed].
+	idx := make([]int, nFed)
+	for i := range idx {
+		idx[i] = i
+	}
+	for {
+		in := make([]bool, n)
+		for _, i := range idx {
+			in[i] = true
+		}
+		fed, starved = nil, nil
+		for i, f := range followers {
+			if in[i] {
+				fed = append(fed, f)
+			} else {
+				starved = append(starved, f)
+			}
+		}
+		good := true
+		for _, f := range fed {
+			reaches := false
+			for _, s := range starved {
+				reaches = reaches || connected(f, s)
+			}
+			good = good && reaches
+		}
+		if good {
+			return fed, starved, true
+		}
+		i := nFed - 1
+		for i >= 0 && idx[i] == n-nFed+i {
+			i--
+		}
+		if i < 0 {
+			return nil, nil, false
+		}
+		idx[i]++
+		for j := i + 1; j < nFed; j++ {
+			idx[j] = idx[j-1] + 1
+		}
+	}
 }

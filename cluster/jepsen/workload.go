@@ -80,6 +80,28 @@ type workload struct {
 	// readBurst makes every client's next operation a linearizable read
 	// (after kill-all: "restart all, read at once").
 	readBurst atomic.Int64
+	// holdWrites turns every client's writes into linearizable reads while
+	// a trap needs the leader's log quiet; writing counts writes in flight.
+	holdWrites atomic.Bool
+	writing    atomic.Int64
+}
+
+// quietWrites holds the clients' writes and waits, up to timeout, until
+// none is in flight; release lets them write again.
+func (w *workload) quietWrites(ctx context.Context, timeout time.Duration) (release func(), err error) {
+	w.holdWrites.Store(true)
+	release = func() { w.holdWrites.Store(false) }
+	deadline := time.Now().Add(timeout)
+	for w.writing.Load() > 0 {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return release, fmt.Errorf("%d writes still in flight after %v", w.writing.Load(), timeout)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return release, nil
 }
 
 type wclient struct {
@@ -146,6 +168,17 @@ func (c *wclient) pickF() string {
 func (c *wclient) step(parent context.Context) bool {
 	nhs := c.w.patient(c.slot)
 	f := c.pickF()
+	if f == FWrite || f == FCAS {
+		// Counted before the hold is checked, so quietWrites never misses
+		// a write that saw no hold.
+		c.w.writing.Add(1)
+		if c.w.holdWrites.Load() {
+			c.w.writing.Add(-1)
+			f = FRead
+		} else {
+			defer c.w.writing.Add(-1)
+		}
+	}
 	kind := c.w.kinds.names[c.rng.IntN(len(c.w.kinds.names))]
 	api := c.apis[c.node]
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), c.w.opTimeout)

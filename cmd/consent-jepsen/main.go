@@ -65,6 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		verbose  = fs.Bool("v", false, "log progress")
 		long     = fs.Bool("long", false, "the long profile: -scenario all -nodes 5 -race -seeds 3 (every scenario, membership changes included); those flags, given explicitly, still win")
 	)
+	fs.Usage = func() { usage(fs) }
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -139,6 +140,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// usage prints the flags, then every scenario with what it does.
+func usage(fs *flag.FlagSet) {
+	out := fs.Output()
+	fmt.Fprintln(out, "Usage: consent-jepsen [flags]   (root, with ip and nft)")
+	fs.PrintDefaults()
+	fmt.Fprintln(out, "\nScenarios:")
+	for _, name := range jepsen.ScenarioNames() {
+		sc, _ := jepsen.LookupScenario(name)
+		fmt.Fprintf(out, "  %-24s %s\n", name, sc.Description)
+	}
+	fmt.Fprintf(out, `
+Testing the tester: a consentd built with -tags %s misbehaves in the way
+%s names (a variant of internal/broken, e.g. NoBarrier); for example
+  go build -tags %s -o /tmp/consentd-broken ./cmd/consentd
+  %s=NoBarrier consent-jepsen -scenario targeted-leader-change -duration 20s -bin /tmp/consentd-broken
+must end FAIL (linearizable).
+`, jepsen.BrokenTag, jepsen.BrokenEnv, jepsen.BrokenTag, jepsen.BrokenEnv)
 }
 
 // reportName is a run's folder inside the report directory.

@@ -47,3 +47,15 @@ func TestReportName(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+func TestHelpDescribesEveryScenario(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-h"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"targeted-leader-change", "traps for reads in a leader change", "pause-leader", "consentd_broken", "NoBarrier"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("-h does not mention %q:\n%s", want, stderr.String())
+		}
+	}
+}
