@@ -2,9 +2,9 @@ package main
 
 import "strconv"
 
-// scaleBase is where the benchmark's NHS numbers start. Numbers beginning
-// with 9 are not issued to patients, and the 999 test range alone holds
-// fewer than ten million valid numbers, so the benchmark uses 900… upward.
+// scaleBase is where the benchmark's NHS numbers start: a block patients in
+// England are not issued numbers from. The 999 test block alone holds fewer
+// than ten million valid numbers, so the benchmark uses 900… upward.
 const scaleBase = 900_000_000
 
 // nhsNumber returns the NHS number whose first nine digits are
