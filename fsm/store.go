@@ -132,7 +132,7 @@ func Open(cfg Config) (*Store, error) {
 // otherwise, and returns the applied index it records.
 func (s *Store) openDB(path string, init bool) (*bolt.DB, uint64, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:         s.cfg.LockTimeout,
+		Timeout: s.cfg.LockTimeout,
 		// The freelist is written with every commit. Without it bbolt finds
 		// the free pages on open by walking every page of the file: at ten
 		// million patients (a 10 GB register) that took three minutes from

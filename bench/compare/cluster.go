@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -127,61 +126,6 @@ func stopAll(procs []*proc, log *slog.Logger) {
 		})
 	}
 	wg.Wait()
-}
-
-// cpuTicks is utime+stime of pid from /proc, in clock ticks.
-func cpuTicks(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	return parseStatTicks(string(b))
-}
-
-// parseStatTicks reads fields 14 and 15 (utime, stime) of a /proc/PID/stat
-// line; the command name (field 2) may hold spaces, so count after its ')'.
-func parseStatTicks(stat string) (uint64, error) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("stat: no ')'")
-	}
-	f := strings.Fields(stat[i+1:])
-	// f[0] is field 3 (state), so utime (14) is f[11] and stime (15) f[12].
-	if len(f) < 13 {
-		return 0, fmt.Errorf("stat: %d fields after the name", len(f))
-	}
-	u, err1 := strconv.ParseUint(f[11], 10, 64)
-	s, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("stat: %w", err)
-	}
-	return u + s, nil
-}
-
-// clockTicks is the kernel's USER_HZ as getconf reports it (100 when it cannot).
-func clockTicks() float64 {
-	out, err := exec.Command("getconf", "CLK_TCK").Output()
-	if err != nil {
-		return 100
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil || n <= 0 {
-		return 100
-	}
-	return float64(n)
-}
-
-// sumTicks adds the CPU ticks of every pid.
-func sumTicks(pids []int) (uint64, error) {
-	var total uint64
-	for _, pid := range pids {
-		t, err := cpuTicks(pid)
-		if err != nil {
-			return 0, err
-		}
-		total += t
-	}
-	return total, nil
 }
 
 // portPicker hands out distinct free loopback ports in 20000–32000.

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lmc-consent/consentd/bench/internal/procstat"
 )
 
 // runSpec is one run of one load tool against one system.
@@ -99,12 +101,12 @@ func runOne(ctx context.Context, cfg Config, sys system, s runSpec, ticksPerSec 
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	t0, err := sumTicks(sys.PIDs())
+	t0, err := procstat.SumTicks(sys.PIDs())
 	if err != nil {
 		return m, fmt.Errorf("%s cpu: %w", s.System, err)
 	}
 	runErr := cmd.Run()
-	t1, err := sumTicks(sys.PIDs())
+	t1, err := procstat.SumTicks(sys.PIDs())
 	if err != nil {
 		return m, fmt.Errorf("%s cpu (a node died?): %w", s.System, err)
 	}

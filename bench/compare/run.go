@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/lmc-consent/consentd/bench/internal/procstat"
 )
 
 // run starts both clusters, runs every (op, protocol, concurrency) A B A B,
@@ -82,7 +84,7 @@ func run(ctx context.Context, cfg Config, stdout io.Writer) (err error) {
 		return err
 	}
 
-	ticks := clockTicks()
+	ticks := procstat.ClockTicks()
 	var ms []measurement
 	total := len(cfg.Ops) * len(cfg.Protocols) * len(cfg.Conc) * cfg.Reps * len(systems)
 	for _, op := range cfg.Ops {

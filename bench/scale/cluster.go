@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/lmc-consent/consentd/bench/internal/procstat"
 )
 
 // node is one consentd process of the benchmark cluster, on 127.0.0.1.
@@ -207,60 +208,20 @@ func leader(ctx context.Context, hc *http.Client, nodes []*node) (*node, error) 
 	return nil, errors.New("no leader")
 }
 
-// memory is a process's resident set from /proc: anonymous memory (heap,
-// stacks) and file-backed pages (mostly the bbolt files mapped in, which
-// the kernel may drop and re-read).
-type memory struct {
-	RSS, Anon, File int64 // bytes
-}
-
-func (nd *node) memory() (memory, error) {
-	var m memory
+func (nd *node) memory() (procstat.Memory, error) {
 	if !nd.running() {
-		return m, fmt.Errorf("%s not running", nd.id)
+		return procstat.Memory{}, fmt.Errorf("%s not running", nd.id)
 	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", nd.cmd.Process.Pid))
-	if err != nil {
-		return m, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(fields[1], 10, 64)
-		switch fields[0] {
-		case "VmRSS:":
-			m.RSS = kb << 10
-		case "RssAnon:":
-			m.Anon = kb << 10
-		case "RssFile:":
-			m.File = kb << 10
-		}
-	}
-	return m, sc.Err()
+	return procstat.ReadMemory(nd.cmd.Process.Pid)
 }
 
-// cpuSeconds is the process's user+system CPU time so far.
-func (nd *node) cpuSeconds() float64 {
+// cpuTicks is the process's user+system CPU time so far, in clock ticks.
+func (nd *node) cpuTicks() uint64 {
 	if !nd.running() {
 		return 0
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", nd.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
+	t, _ := procstat.CPUTicks(nd.cmd.Process.Pid)
+	return t
 }
 
 // disk is a node's on-disk size by part.

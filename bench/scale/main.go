@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/lmc-consent/consentd/bench/internal/procstat"
 )
 
 // Config is one scale run.
@@ -315,12 +317,13 @@ func caughtUp(ctx context.Context, hc *http.Client, nodes []*node, timeout time.
 	}
 }
 
+// totalCPU is the nodes' user+system CPU seconds so far.
 func totalCPU(nodes []*node) float64 {
-	var s float64
+	var ticks uint64
 	for _, nd := range nodes {
-		s += nd.cpuSeconds()
+		ticks += nd.cpuTicks()
 	}
-	return s
+	return float64(ticks) / procstat.ClockTicks()
 }
 
 func printMemory(out io.Writer, nodes []*node) {

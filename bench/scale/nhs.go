@@ -1,6 +1,10 @@
 package main
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/lmc-consent/consentd/fsm"
+)
 
 // scaleBase is where the benchmark's NHS numbers start: a block patients in
 // England are not issued numbers from. The 999 test block alone holds fewer
@@ -11,23 +15,15 @@ const scaleBase = 900_000_000
 // scaleBase+i, with its Modulus 11 check digit, or "" when that prefix has
 // no valid check digit (one prefix in eleven).
 func nhsNumber(i int) string {
-	prefix := scaleBase + i
-	digits := strconv.Itoa(prefix)
-	if len(digits) != 9 {
+	nine := strconv.Itoa(scaleBase + i)
+	if len(nine) != 9 {
 		return ""
 	}
-	sum := 0
-	for k := 0; k < 9; k++ {
-		sum += int(digits[k]-'0') * (10 - k)
-	}
-	check := 11 - sum%11
-	if check == 11 {
-		check = 0
-	}
-	if check == 10 {
+	check, ok := fsm.NHSCheckDigit(nine)
+	if !ok {
 		return ""
 	}
-	return digits + strconv.Itoa(check)
+	return nine + string(check)
 }
 
 // patients returns the first n benchmark NHS numbers, in order.
