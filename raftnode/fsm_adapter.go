@@ -40,7 +40,30 @@ func (a *fsmAdapter) Apply(l *raft.Log) any {
 	return a.ApplyBatch([]*raft.Log{l})[0]
 }
 
+// maxApplyBytes bounds the command bytes applied in one StateMachine.Apply
+// (one transaction). Raft hands over up to MaxAppendEntries entries at
+// once, and an entry may be a batch of a thousand decisions: a follower
+// catching up from an empty disk applied 256 such entries (128,000
+// decisions) in one bbolt transaction, whose dirty pages got it killed in
+// a 300 MB memory cgroup. Smaller transactions also let readers waiting
+// on the applied index go sooner.
+const maxApplyBytes = 4 << 20
+
 func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any {
+	res := make([]any, 0, len(logs))
+	for len(logs) > 0 {
+		n, size := 0, 0
+		for n < len(logs) && (n == 0 || size+len(logs[n].Data) <= maxApplyBytes) {
+			size += len(logs[n].Data)
+			n++
+		}
+		res = append(res, a.apply(logs[:n])...)
+		logs = logs[n:]
+	}
+	return res
+}
+
+func (a *fsmAdapter) apply(logs []*raft.Log) []any {
 	indexes := make([]uint64, len(logs))
 	data := make([][]byte, len(logs))
 	for i, l := range logs {
