@@ -31,7 +31,6 @@ type node struct {
 	bin                    string
 	bootstrap, joinThrough string
 	memLimit               int64 // bytes; 0 is no cap
-	cap                    *memoryCap
 }
 
 // newCluster lays out n nodes with ports from base (raft base+i, gRPC
