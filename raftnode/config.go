@@ -36,7 +36,11 @@ type Config struct {
 	LeaderLeaseTimeout time.Duration // default 500ms
 	CommitTimeout      time.Duration // default 50ms
 	// MaxAppendEntries bounds entries per AppendEntries RPC and per FSM batch.
-	MaxAppendEntries int // default 256
+	// An entry may be a batch of up to 1,000 decisions (hundreds of KB), and
+	// a follower holds an RPC's entries decoded until they are applied: at
+	// 256, one rebuilt from an empty disk under a 300 MiB memory cap was
+	// OOM-killed; at 64 it caught up.
+	MaxAppendEntries int // default 64
 	// SnapshotInterval is how often raft checks SnapshotThreshold.
 	SnapshotInterval  time.Duration // default 30s
 	SnapshotThreshold uint64        // default 8192 entries since the last snapshot
@@ -63,7 +67,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:    time.Second,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
 		CommitTimeout:      50 * time.Millisecond,
-		MaxAppendEntries:   256,
+		MaxAppendEntries:   64,
 		SnapshotInterval:   30 * time.Second,
 		SnapshotThreshold:  8192,
 		TrailingLogs:       10240,

@@ -77,6 +77,14 @@ func (nd *node) start() error {
 	nd.logFile = f
 	nd.cmd = exec.Command(nd.bin, args...)
 	nd.cmd.Stdout, nd.cmd.Stderr = f, f
+	if nd.memLimit > 0 {
+		// Go does not read a cgroup's memory limit: without a soft limit
+		// its heap may grow to twice the live data before it collects, and
+		// the kernel kills the node first (a follower catching up from an
+		// empty disk holds ~160 MB live). As in any container, the runtime
+		// is told to stay at 80% of the cap, page cache taking the rest.
+		nd.cmd.Env = append(os.Environ(), "GOMEMLIMIT="+strconv.FormatInt(nd.memLimit*8/10, 10))
+	}
 	if err := nd.cmd.Start(); err != nil {
 		f.Close()
 		return err
