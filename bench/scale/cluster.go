@@ -29,7 +29,7 @@ type node struct {
 	logFile                *os.File
 	exited                 chan struct{}
 	bin                    string
-	bootstrap, joinThrough string
+	joinThrough            string // gRPC address to join through; "" bootstraps
 	memLimit               int64 // bytes; 0 is no cap
 }
 
@@ -43,12 +43,8 @@ func newCluster(bin, dir string, n, base int, extra []string) []*node {
 			raft: addr(base + i), grpc: addr(base + 100 + i), http: addr(base + 200 + i)}
 		nodes = append(nodes, nd)
 	}
-	for i, nd := range nodes {
-		if i == 0 {
-			nd.bootstrap = "yes"
-		} else {
-			nd.joinThrough = nodes[0].grpc
-		}
+	for _, nd := range nodes[1:] {
+		nd.joinThrough = nodes[0].grpc
 	}
 	return nodes
 }
@@ -64,7 +60,7 @@ func (nd *node) start() error {
 		"--raft-addr", nd.raft, "--grpc-addr", nd.grpc, "--http-addr", nd.http}
 	// A node that has state rejoins by itself; bootstrap and join only
 	// matter the first time, and are harmless on a restart.
-	if nd.bootstrap != "" {
+	if nd.joinThrough == "" {
 		args = append(args, "--bootstrap")
 	} else {
 		args = append(args, "--join", nd.joinThrough)
