@@ -21,16 +21,16 @@ import (
 
 // node is one consentd process of the benchmark cluster, on 127.0.0.1.
 type node struct {
-	id                     string
-	dir                    string // data dir
-	raft, grpc, http       string // addresses
-	extra                  []string
-	cmd                    *exec.Cmd
-	logFile                *os.File
-	exited                 chan struct{}
-	bin                    string
-	joinThrough            string // gRPC address to join through; "" bootstraps
-	memLimit               int64 // bytes; 0 is no cap
+	id               string
+	dir              string // data dir
+	raft, grpc, http string // addresses
+	extra            []string
+	cmd              *exec.Cmd
+	logFile          *os.File
+	exited           chan struct{}
+	bin              string
+	joinThrough      string // gRPC address to join through; "" bootstraps
+	memLimit         int64  // bytes; 0 is no cap
 }
 
 // newCluster lays out n nodes with ports from base (raft base+i, gRPC
