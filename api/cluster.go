@@ -24,6 +24,11 @@ func (c *clusterService) GetStatus(ctx context.Context, req *consentv1.GetStatus
 	if !req.GetIncludeDigest() {
 		return st, nil
 	}
+	// Each register commits applied entries on its own timer; nodes that
+	// have applied the same entries must show the same digest.
+	if err := c.s.cl.Flush(ctx); err != nil {
+		return nil, c.s.grpcError(err)
+	}
 	rev, digest, err := c.s.reg.Digest()
 	if err != nil {
 		return nil, c.s.grpcError(err)

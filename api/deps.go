@@ -30,6 +30,9 @@ type Cluster interface {
 	// LinearizableRead returns a confirmed read index once the local
 	// Register has applied at least that far.
 	LinearizableRead(ctx context.Context) (uint64, error)
+	// Flush returns once everything the local register has applied is
+	// readable (registers commit on a timer; see raftnode.CommitInterval).
+	Flush(ctx context.Context) error
 	// StaleInfo says how far behind a local read may be.
 	StaleInfo() (knownCommit uint64, sinceLeaderContact time.Duration)
 	// Status fills id, state, leader, term, indexes and members; the API

@@ -322,6 +322,7 @@ func (f *fakeCluster) LinearizableRead(ctx context.Context) (uint64, error) {
 }
 
 func (f *fakeCluster) StaleInfo() (uint64, time.Duration) { return 41, 1500 * time.Millisecond }
+func (f *fakeCluster) Flush(context.Context) error        { return nil }
 
 func (f *fakeCluster) Status(ctx context.Context) (*consentv1.GetStatusResponse, error) {
 	return &consentv1.GetStatusResponse{Id: "t1", State: "leader", LeaderId: "t1",
@@ -384,7 +385,9 @@ func openBackend(tb testing.TB, b backend) (Register, func(uint64, []byte) *comm
 	}
 	tb.Cleanup(func() { store.Close() })
 	return store, func(idx uint64, cmd []byte) *commandv1.Result {
-		return store.Apply([]uint64{idx}, [][]byte{cmd})[0].(*commandv1.Result)
+		res := store.Apply([]uint64{idx}, [][]byte{cmd})[0].(*commandv1.Result)
+		store.Commit()
+		return res
 	}, nil
 }
 

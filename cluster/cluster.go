@@ -335,6 +335,9 @@ func (c *Cluster) readIndexOnce(ctx context.Context) (uint64, error) {
 // StaleInfo says how far behind a local read may be.
 func (c *Cluster) StaleInfo() (uint64, time.Duration) { return c.rn.StaleInfo() }
 
+// Flush makes everything this node has applied readable.
+func (c *Cluster) Flush(ctx context.Context) error { return c.rn.Flush(ctx) }
+
 // Status reports this node's view of the cluster.
 func (c *Cluster) Status(ctx context.Context) (*consentv1.GetStatusResponse, error) {
 	st := c.rn.Status()

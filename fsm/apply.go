@@ -12,11 +12,19 @@ import (
 	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
 )
 
-// Apply applies committed log entries in order in one bbolt transaction and
-// records the last index in that transaction. data[i] is nil for entries
-// that carry no command (they only advance the applied index). Entries at or
-// below AppliedIndex are skipped and get a nil result. results[i] is a
-// *commandv1.Result (as any, because raftnode declares this signature).
+// Apply applies committed log entries in order, in the open apply
+// transaction, and records the last index in it. data[i] is nil for
+// entries that carry no command (they only advance the applied index).
+// Entries at or below the last applied index are skipped and get a nil
+// result. results[i] is a *commandv1.Result (as any, because raftnode
+// declares this signature).
+//
+// Nothing applied is visible to readers or durable until Commit. That is
+// the point: a bbolt commit writes pages and syncs twice, and paying it once
+// per raft batch cost more CPU than everything else a node does under write
+// load. Raft's log already holds every applied entry durably on a quorum;
+// after a crash the register resumes from its last commit and raft applies
+// the rest again, giving the same state because applying is deterministic.
 //
 // A rejected command is a Result with a non-OK code, never an error. A
 // storage failure panics: raft's FSM contract has no error return, and a
@@ -29,47 +37,60 @@ func (s *Store) Apply(indexes []uint64, data [][]byte) []any {
 	if len(indexes) == 0 {
 		return results
 	}
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
 		panic(fmt.Sprintf("fsm: Apply of entries %d..%d on a closed store", indexes[0], indexes[len(indexes)-1]))
 	}
-	var last uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b, err := openBuckets(tx)
-		if err != nil {
-			return err
-		}
-		applied, err := readApplied(b.meta)
-		if err != nil {
-			return err
-		}
-		last = applied
-		for i, idx := range indexes {
-			if idx <= last {
-				continue
-			}
-			last = idx
-			if data[i] == nil {
-				continue
-			}
-			res, err := s.applyEntry(b, idx, data[i])
-			if err != nil {
-				return fmt.Errorf("entry %d: %w", idx, err)
-			}
-			results[i] = res
-		}
-		if last == applied {
-			return nil
-		}
-		return b.meta.Put(keyAppliedIndex, u64Bytes(last))
-	})
-	if err != nil {
+	if err := s.applyLocked(indexes, data, results); err != nil {
+		// The transaction holds entries raft may have acknowledged; the
+		// process must restart from the last commit.
+		s.rollbackLocked()
 		panic(fmt.Sprintf("fsm: bbolt transaction applying entries %d..%d failed; the register cannot go on without diverging: %v",
 			indexes[0], indexes[len(indexes)-1], err))
 	}
-	s.applied.Store(last)
 	return results
+}
+
+// applyLocked applies into wtx, beginning it if needed; s.txMu and s.mu
+// (for reading) must be held.
+func (s *Store) applyLocked(indexes []uint64, data [][]byte, results []any) error {
+	if s.wtx == nil {
+		tx, err := s.db.Begin(true)
+		if err != nil {
+			return err
+		}
+		s.wtx = tx
+	}
+	b, err := openBuckets(s.wtx)
+	if err != nil {
+		return err
+	}
+	applied, err := readApplied(b.meta)
+	if err != nil {
+		return err
+	}
+	last := applied
+	for i, idx := range indexes {
+		if idx <= last {
+			continue
+		}
+		last = idx
+		if data[i] == nil {
+			continue
+		}
+		res, err := s.applyEntry(b, idx, data[i])
+		if err != nil {
+			return fmt.Errorf("entry %d: %w", idx, err)
+		}
+		results[i] = res
+	}
+	if last == applied {
+		return nil
+	}
+	return b.meta.Put(keyAppliedIndex, u64Bytes(last))
 }
 
 // buckets are the layout's buckets inside one write transaction.

@@ -19,7 +19,7 @@ func TestApplyPersistsIndexInTheSameTransaction(t *testing.T) {
 	}
 	b1 := encode(t, rec("scr", "dissent", 1, "a"))
 	b2 := encode(t, rec("scr", "consent_core", 2, "b"))
-	res := s.Apply([]uint64{1, 2, 3}, [][]byte{b1, nil, b2})
+	res := applyNow(s, []uint64{1, 2, 3}, [][]byte{b1, nil, b2})
 	if res[0] == nil || res[1] != nil || res[2] == nil {
 		t.Fatalf("results %v", res)
 	}
@@ -43,7 +43,7 @@ func TestApplyPersistsIndexInTheSameTransaction(t *testing.T) {
 		t.Fatal("register changed across Close/Open")
 	}
 	// Raft replays its log tail after a restart; already-applied entries are skipped.
-	if again := s.Apply([]uint64{2, 3}, [][]byte{nil, b2}); again[0] != nil || again[1] != nil {
+	if again := applyNow(s, []uint64{2, 3}, [][]byte{nil, b2}); again[0] != nil || again[1] != nil {
 		t.Fatalf("re-applied after reopen: %v", again)
 	}
 	if digest(t, s) != before {
@@ -74,12 +74,12 @@ func TestMalformedEntryAdvancesIndexWithoutWriting(t *testing.T) {
 					t.Fatalf("entry %d panicked: %v", idx, p)
 				}
 			}()
-			res = s.Apply([]uint64{idx}, [][]byte{b})[0].(*commandv1.Result)
+			res = applyNow(s, []uint64{idx}, [][]byte{b})[0].(*commandv1.Result)
 		}()
 		if res.GetCode() != commandv1.Result_CODE_INVALID_ARGUMENT || res.GetRaftIndex() != idx {
 			t.Fatalf("entry %d: %v", idx, res)
 		}
-		empty.Apply([]uint64{idx}, [][]byte{nil})
+		applyNow(empty, []uint64{idx}, [][]byte{nil})
 	}
 	if s.AppliedIndex() != uint64(len(entries)) {
 		t.Fatalf("applied %d", s.AppliedIndex())
@@ -87,11 +87,11 @@ func TestMalformedEntryAdvancesIndexWithoutWriting(t *testing.T) {
 	if digest(t, s) != digest(t, empty) {
 		t.Fatal("a malformed entry wrote to the register")
 	}
-	last := s.Apply([]uint64{uint64(len(entries))}, [][]byte{entries[len(entries)-1]})
+	last := applyNow(s, []uint64{uint64(len(entries))}, [][]byte{entries[len(entries)-1]})
 	if last[0] != nil {
 		t.Fatal("a refused entry was applied twice")
 	}
-	res := s.Apply([]uint64{9}, [][]byte{entries[len(entries)-1]})[0].(*commandv1.Result)
+	res := applyNow(s, []uint64{9}, [][]byte{entries[len(entries)-1]})[0].(*commandv1.Result)
 	if res.GetField() != "nhs_number" {
 		t.Fatalf("invalid command names field %q", res.GetField())
 	}
@@ -105,9 +105,9 @@ func TestApplySkipsReplayedBatch(t *testing.T) {
 		encode(t, markEIE(pt, "d-b", "e")),
 	}
 	idx := []uint64{1, 2, 3}
-	s.Apply(idx, batch)
+	applyNow(s, idx, batch)
 	d := digest(t, s)
-	for i, r := range s.Apply(idx, batch) {
+	for i, r := range applyNow(s, idx, batch) {
 		if r != nil {
 			t.Fatalf("entry %d re-applied: %v", idx[i], r)
 		}
@@ -116,7 +116,7 @@ func TestApplySkipsReplayedBatch(t *testing.T) {
 		t.Fatal("re-applying a batch changed the register")
 	}
 	// A batch that overlaps the applied index applies only the new part.
-	res := s.Apply([]uint64{3, 4}, [][]byte{batch[2], encode(t, rec("scr", "dissent", 3, "c"))})
+	res := applyNow(s, []uint64{3, 4}, [][]byte{batch[2], encode(t, rec("scr", "dissent", 3, "c"))})
 	if res[0] != nil || res[1].(*commandv1.Result).GetCode() != 0 || s.AppliedIndex() != 4 {
 		t.Fatalf("overlapping batch: %v, applied %d", res, s.AppliedIndex())
 	}
@@ -135,7 +135,7 @@ func TestStorageFailurePanics(t *testing.T) {
 			t.Fatalf("panic %q, want one naming the entries", msg)
 		}
 	}()
-	s.Apply([]uint64{1}, [][]byte{encode(t, rec("scr", "dissent", 1, "a"))})
+	applyNow(s, []uint64{1}, [][]byte{encode(t, rec("scr", "dissent", 1, "a"))})
 	t.Fatal("Apply returned after its transaction failed")
 }
 

@@ -200,7 +200,7 @@ func TestBatchSurvivesSnapshotRestore(t *testing.T) {
 		t.Fatal("the restored store answers differently after a batch")
 	}
 	// The idempotency table came across too: a retry is a duplicate there.
-	res := fresh.Apply([]uint64{a.index + 1}, [][]byte{encode(t, batch(restamped(ds[0]), restamped(ds[MaxBatch-1])))})[0].(*commandv1.Result)
+	res := applyNow(fresh, []uint64{a.index + 1}, [][]byte{encode(t, batch(restamped(ds[0]), restamped(ds[MaxBatch-1])))})[0].(*commandv1.Result)
 	if res.GetCode() != commandv1.Result_CODE_OK || !res.GetItems()[0].GetDuplicate() || !res.GetItems()[1].GetDuplicate() {
 		t.Fatalf("retry after restore: %v", res)
 	}

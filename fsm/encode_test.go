@@ -152,7 +152,7 @@ func FuzzDecodeCommand(f *testing.F) {
 	var index uint64
 	f.Fuzz(func(t *testing.T, b []byte) {
 		index++
-		res, ok := s.Apply([]uint64{index}, [][]byte{b})[0].(*commandv1.Result)
+		res, ok := applyNow(s, []uint64{index}, [][]byte{b})[0].(*commandv1.Result)
 		if !ok || res.GetRaftIndex() != index {
 			t.Fatalf("apply gave %v", res)
 		}

@@ -38,7 +38,7 @@ func (a *applier) apply(env *commandv1.Envelope) *commandv1.Result {
 		a.t.Fatal(err)
 	}
 	a.index++
-	res := a.s.Apply([]uint64{a.index}, [][]byte{b})
+	res := applyNow(a.s, []uint64{a.index}, [][]byte{b})
 	r, ok := res[0].(*commandv1.Result)
 	if !ok {
 		a.t.Fatalf("result %T", res[0])
@@ -121,4 +121,11 @@ func encode(t testing.TB, env *commandv1.Envelope) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// applyNow applies and commits, as a node does before anyone reads.
+func applyNow(s *Store, indexes []uint64, data [][]byte) []any {
+	res := s.Apply(indexes, data)
+	s.Commit()
+	return res
 }

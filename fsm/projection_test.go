@@ -257,7 +257,7 @@ func TestRefusedCommandsWriteNothing(t *testing.T) {
 				t.Fatalf("code %s (%s), want %s", res.GetCode(), res.GetMessage(), tc.code)
 			}
 			empty.index++
-			empty.s.Apply([]uint64{empty.index}, [][]byte{nil})
+			applyNow(empty.s, []uint64{empty.index}, [][]byte{nil})
 			if refused.s.AppliedIndex() != empty.s.AppliedIndex() {
 				t.Fatalf("applied index %d, want %d", refused.s.AppliedIndex(), empty.s.AppliedIndex())
 			}

@@ -112,7 +112,7 @@ func TestListDecisionsPaging(t *testing.T) {
 func TestGetConsentsRevisionAndEffectiveFrom(t *testing.T) {
 	a := newApplier(t)
 	a.apply(rec("gp_secondary_use", "dissent", 4, "a"))
-	a.s.Apply([]uint64{a.index + 1}, [][]byte{nil})
+	applyNow(a.s, []uint64{a.index + 1}, [][]byte{nil})
 	rev, cs, err := a.s.GetConsents(pt)
 	if err != nil {
 		t.Fatal(err)
@@ -192,11 +192,11 @@ func TestDigest(t *testing.T) {
 	if digest(t, a.s) != digest(t, b.s) {
 		t.Fatal("stores that applied the same entries differ")
 	}
-	a.s.Apply([]uint64{a.index + 1}, [][]byte{nil})
+	applyNow(a.s, []uint64{a.index + 1}, [][]byte{nil})
 	if digest(t, a.s) == digest(t, b.s) {
 		t.Fatal("the digest does not cover the applied index")
 	}
-	b.s.Apply([]uint64{b.index + 1}, [][]byte{nil})
+	applyNow(b.s, []uint64{b.index + 1}, [][]byte{nil})
 
 	// Same value under different keys must not digest the same.
 	raw := func(s *Store, key string) {

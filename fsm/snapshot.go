@@ -115,9 +115,17 @@ func (sn *snapshot) Close() error {
 	return sn.err
 }
 
-// Snapshot captures a point-in-time view. The returned value also implements
-// io.Closer, which releases it.
+// Snapshot commits what is applied and captures that point-in-time view.
+// The returned value also implements io.Closer, which releases it.
 func (s *Store) Snapshot() (io.WriterTo, error) {
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	// Raft truncates its log up to the snapshot's index once the snapshot
+	// is written, so the register must be durable up to that index first:
+	// a restart resumes from the last commit and replays the log from there.
+	if err := s.commitLocked(); err != nil {
+		panic(err.Error())
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
@@ -195,6 +203,11 @@ func (s *Store) Restore(r io.Reader) error {
 		return err
 	}
 
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	// Entries applied since the last commit are all in the snapshot or
+	// superseded by it.
+	s.rollbackLocked()
 	s.abortIdleSnapshots()
 	s.mu.Lock()
 	defer s.mu.Unlock()

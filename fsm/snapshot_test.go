@@ -99,7 +99,7 @@ func TestSnapshotRestoreGivesEqualAnswers(t *testing.T) {
 	want := dump(t, a.s, patients)
 
 	fresh := openTest(t)
-	fresh.Apply([]uint64{1, 2}, [][]byte{encode(t, rec("scr", "dissent", 1, "to-be-replaced")), nil})
+	applyNow(fresh, []uint64{1, 2}, [][]byte{encode(t, rec("scr", "dissent", 1, "to-be-replaced")), nil})
 	if err := fresh.Restore(bytes.NewReader(snapshotBytes(t, a.s))); err != nil {
 		t.Fatal(err)
 	}
@@ -112,8 +112,8 @@ func TestSnapshotRestoreGivesEqualAnswers(t *testing.T) {
 
 	// Both carry on identically, and the restored store survives a reopen.
 	next := encode(t, record(decision(patients[3], "scr", "dissent", 30, "after")))
-	a.s.Apply([]uint64{a.index + 1}, [][]byte{next})
-	fresh.Apply([]uint64{a.index + 1}, [][]byte{next})
+	applyNow(a.s, []uint64{a.index + 1}, [][]byte{next})
+	applyNow(fresh, []uint64{a.index + 1}, [][]byte{next})
 	want = dump(t, a.s, patients)
 	if got := dump(t, fresh, patients); got != want {
 		t.Fatal("stores diverge after applying the same entry")
@@ -291,7 +291,7 @@ func TestRestoreWhileBusy(t *testing.T) {
 		}
 		// Raft applies only entries after the snapshot's index.
 		idx := src.index + 1
-		a.s.Apply([]uint64{idx}, [][]byte{encode(t, record(decision(patients[0], "scr", "dissent", 40, fmt.Sprintf("busy-%d", i))))})
+		applyNow(a.s, []uint64{idx}, [][]byte{encode(t, record(decision(patients[0], "scr", "dissent", 40, fmt.Sprintf("busy-%d", i))))})
 	}
 	close(stop)
 	wg.Wait()

@@ -100,10 +100,21 @@ type Store struct {
 	log *slog.Logger
 	reg *registry
 
+	// txMu serialises everything that touches the apply transaction:
+	// Apply, Commit, and Snapshot, Restore and Close, which end it first.
+	// It is taken before mu, never after.
+	txMu sync.Mutex
+	// wtx is the open apply transaction: entries applied since the last
+	// Commit, which neither readers nor a crash can see. nil when there
+	// are none.
+	wtx *bolt.Tx
+
 	// mu is held for reading by queries, Apply and Snapshot, and for writing
 	// by Restore and Close while they swap or close db.
-	mu      sync.RWMutex
-	db      *bolt.DB
+	mu sync.RWMutex
+	db *bolt.DB
+	// applied is the index of the last committed entry: what readers see
+	// and what a restart resumes from.
 	applied atomic.Uint64
 
 	// snaps are the snapshots not yet released; see abortIdleSnapshots.
@@ -217,24 +228,78 @@ func readApplied(meta *bolt.Bucket) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-// Close closes the database. It waits for open snapshots to be closed.
+// Close commits what is applied and closes the database. It waits for
+// snapshots being written.
 func (s *Store) Close() error {
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	cerr := s.commitLocked()
 	s.abortIdleSnapshots()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {
-		return nil
+		return cerr
 	}
 	err := s.db.Close()
 	s.db = nil
 	if err != nil {
-		return fmt.Errorf("fsm: close: %w", err)
+		return errors.Join(cerr, fmt.Errorf("fsm: close: %w", err))
 	}
+	return cerr
+}
+
+// AppliedIndex is the raft index of the last committed entry (0 for a new
+// store): the state readers see, and the state a restart begins from.
+func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
+
+// Commit makes every entry applied so far durable and visible to readers
+// in one bbolt commit. It does nothing when there is nothing to commit,
+// including on a closed store (Close commits first).
+//
+// A failed commit loses applied entries that raft may have acknowledged,
+// so the store refuses to go on: Commit panics, like Apply. The process
+// restarts from the last commit and raft applies the lost entries again
+// from its log, which keeps every entry after the newest snapshot.
+func (s *Store) Commit() {
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	if err := s.commitLocked(); err != nil {
+		panic(err.Error())
+	}
+}
+
+// commitLocked commits wtx; s.txMu must be held.
+func (s *Store) commitLocked() error {
+	if s.wtx == nil {
+		return nil
+	}
+	tx := s.wtx
+	s.wtx = nil
+	applied, err := readApplied(tx.Bucket(bucketMeta))
+	if err != nil {
+		tx.Rollback()
+		return fmt.Errorf("fsm: commit: %w", err)
+	}
+	if applied == s.applied.Load() {
+		// Only skipped entries (a replay below the last commit): an empty
+		// bbolt commit would still write and sync a meta page.
+		return tx.Rollback()
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("fsm: bbolt commit of entries up to %d failed; the register cannot go on without them: %w", applied, err)
+	}
+	s.applied.Store(applied)
 	return nil
 }
 
-// AppliedIndex is the raft index of the last entry applied (0 for a new store).
-func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
+// rollbackLocked drops wtx; s.txMu must be held. Only Restore may: what it
+// drops is about to be replaced.
+func (s *Store) rollbackLocked() {
+	if s.wtx != nil {
+		s.wtx.Rollback()
+		s.wtx = nil
+	}
+}
 
 // view runs fn in a read transaction and passes it the applied index that
 // transaction sees.

@@ -5,6 +5,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -12,26 +13,55 @@ import (
 // StateMachine is what a Node replicates. It is declared here in plain types
 // so raftnode never imports the register; fsm.Store satisfies it.
 type StateMachine interface {
-	// Apply applies committed entries in log order, durably, in one
-	// transaction, skipping indexes it has already applied. data[i] is nil
-	// for entries without a command; they still advance the applied index.
+	// Apply applies committed entries in log order, skipping indexes it has
+	// already applied, into an open transaction that only Commit makes
+	// durable and visible to readers. data[i] is nil for entries without a
+	// command; they still advance the applied index.
 	Apply(indexes []uint64, data [][]byte) []any
-	// AppliedIndex is the last index made durable by Apply or Restore.
+	// Commit makes everything applied durable and visible. It panics when
+	// it cannot: entries raft acknowledged would be lost, and only a
+	// restart (which replays them from raft's log) can recover.
+	Commit()
+	// AppliedIndex is the last index made durable and visible by Commit,
+	// Snapshot or Restore.
 	AppliedIndex() uint64
-	// Snapshot captures a point-in-time view cheaply; writing it happens
-	// later, concurrently with Apply. If the value is an io.Closer it is
-	// closed when raft releases the snapshot.
+	// Snapshot commits, then captures that point-in-time view cheaply;
+	// writing it happens later, concurrently with Apply. If the value is an
+	// io.Closer it is closed when raft releases the snapshot.
 	Snapshot() (io.WriterTo, error)
-	// Restore replaces the whole state with a snapshot's content.
+	// Restore replaces the whole state with a snapshot's content, dropping
+	// whatever was applied and not committed.
 	Restore(r io.Reader) error
 }
 
-// fsmAdapter turns a StateMachine into raft.BatchingFSM and tells waiting
-// readers when the applied index moves.
+// fsmAdapter turns a StateMachine into raft.BatchingFSM, decides when the
+// state machine commits, and tells waiting readers when the applied index
+// moves.
+//
+// Commits are decoupled from raft's batches, as etcd's backend does: a
+// register commit costs two fsyncs and most of a follower's CPU under write
+// load, and raft's log already holds every applied entry durably. The
+// register commits when CommitInterval has passed, when maxApplyBytes of
+// commands are pending, before a snapshot, and whenever a reader waits for
+// an index that is applied but not yet committed, so linearizable reads
+// never wait for the interval.
 type fsmAdapter struct {
 	sm       StateMachine
 	applied  *appliedIndex
 	restores atomic.Uint64
+
+	// commitMu serialises commits with publishing their index, so the
+	// published index never goes backwards.
+	commitMu sync.Mutex
+	// pending approximates the command bytes applied since the last commit.
+	pending atomic.Int64
+	// want asks the committer for a commit now (a reader is waiting).
+	want    chan struct{}
+	commits atomic.Uint64
+}
+
+func newFSMAdapter(sm StateMachine) *fsmAdapter {
+	return &fsmAdapter{sm: sm, applied: newAppliedIndex(sm.AppliedIndex()), want: make(chan struct{}, 1)}
 }
 
 var _ raft.BatchingFSM = (*fsmAdapter)(nil)
@@ -40,25 +70,31 @@ func (a *fsmAdapter) Apply(l *raft.Log) any {
 	return a.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// maxApplyBytes bounds the command bytes applied in one StateMachine.Apply
-// (one transaction). Raft hands over up to MaxAppendEntries entries at
-// once, and an entry may be a batch of a thousand decisions: a follower
-// catching up from an empty disk applied 256 such entries (128,000
-// decisions) in one bbolt transaction, whose dirty pages got it killed in
-// a 300 MB memory cgroup. Smaller transactions also let readers waiting
-// on the applied index go sooner.
+// maxApplyBytes bounds the command bytes in one register transaction. Raft
+// hands over up to MaxAppendEntries entries at once, and an entry may be a
+// batch of a thousand decisions: a follower catching up from an empty disk
+// applied 256 such entries (128,000 decisions) in one bbolt transaction,
+// whose dirty pages got it killed in a 300 MB memory cgroup.
 const maxApplyBytes = 4 << 20
 
 func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any {
 	res := make([]any, 0, len(logs))
 	for len(logs) > 0 {
-		n, size := 0, 0
-		for n < len(logs) && (n == 0 || size+len(logs[n].Data) <= maxApplyBytes) {
-			size += len(logs[n].Data)
+		pending := a.pending.Load()
+		n, size := 0, int64(0)
+		for n < len(logs) && (pending+size+int64(len(logs[n].Data)) <= maxApplyBytes || pending+size == 0) {
+			size += int64(len(logs[n].Data))
 			n++
+		}
+		if n == 0 {
+			a.commit()
+			continue
 		}
 		res = append(res, a.apply(logs[:n])...)
 		logs = logs[n:]
+		if a.pending.Add(size) >= maxApplyBytes {
+			a.commit()
+		}
 	}
 	return res
 }
@@ -73,12 +109,56 @@ func (a *fsmAdapter) apply(logs []*raft.Log) []any {
 		}
 	}
 	res := a.sm.Apply(indexes, data)
-	a.applied.set(a.sm.AppliedIndex())
+	a.applied.setHanded(indexes[len(indexes)-1])
 	return res
 }
 
+// commit commits what is applied, if anything, and publishes the index.
+func (a *fsmAdapter) commit() {
+	a.commitMu.Lock()
+	defer a.commitMu.Unlock()
+	if a.applied.handedIndex() <= a.applied.get() {
+		return
+	}
+	a.pending.Store(0)
+	a.sm.Commit()
+	a.commits.Add(1)
+	a.applied.set(a.sm.AppliedIndex())
+}
+
+// requestCommit asks the committer for a commit without waiting for it;
+// requests made while one is pending share it.
+func (a *fsmAdapter) requestCommit() {
+	select {
+	case a.want <- struct{}{}:
+	default:
+	}
+}
+
+// runCommitter commits on request and every interval until closed. Commits
+// run here rather than on a reader's goroutine because a failed commit
+// panics, and a panic on a request goroutine could be recovered by a server
+// and leave the node running without entries it acknowledged.
+func (a *fsmAdapter) runCommitter(closed <-chan struct{}, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-closed:
+			return
+		case <-a.want:
+		case <-tick.C:
+		}
+		a.commit()
+	}
+}
+
 func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) {
+	a.commitMu.Lock()
+	defer a.commitMu.Unlock()
 	w, err := a.sm.Snapshot()
+	a.pending.Store(0)
+	a.applied.set(a.sm.AppliedIndex())
 	if err != nil {
 		return nil, err
 	}
@@ -87,10 +167,13 @@ func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) {
 
 func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	a.commitMu.Lock()
+	defer a.commitMu.Unlock()
 	if err := a.sm.Restore(rc); err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
-	a.applied.set(a.sm.AppliedIndex())
+	a.pending.Store(0)
+	a.applied.reset(a.sm.AppliedIndex())
 	a.restores.Add(1)
 	return nil
 }
@@ -111,27 +194,56 @@ func (s *fsmSnapshot) Release() {
 	}
 }
 
-// appliedIndex lets many readers wait for the state machine to reach an index
-// without polling: each change closes the channel they wait on.
+// appliedIndex lets many readers wait for the state machine to reach an
+// index without polling: each change closes the channel they wait on. It
+// tracks two indexes: the committed one (readable) and the one handed to
+// the state machine (applied, not yet readable); readers waiting for the
+// latter ask for a commit.
 type appliedIndex struct {
 	mu      sync.Mutex
 	index   uint64
+	handed  uint64
 	changed chan struct{}
 }
 
 func newAppliedIndex(start uint64) *appliedIndex {
-	return &appliedIndex{index: start, changed: make(chan struct{})}
+	return &appliedIndex{index: start, handed: start, changed: make(chan struct{})}
 }
 
+func (a *appliedIndex) notifyLocked() {
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
+// set publishes a committed index; it never moves backwards.
 func (a *appliedIndex) set(i uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if i == a.index {
+	if i <= a.index {
 		return
 	}
 	a.index = i
-	close(a.changed)
-	a.changed = make(chan struct{})
+	a.handed = max(a.handed, i)
+	a.notifyLocked()
+}
+
+// setHanded records that the state machine has applied up to i.
+func (a *appliedIndex) setHanded(i uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if i <= a.handed {
+		return
+	}
+	a.handed = i
+	a.notifyLocked()
+}
+
+// reset is for a restore, which replaces the state wholesale.
+func (a *appliedIndex) reset(i uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.index, a.handed = i, i
+	a.notifyLocked()
 }
 
 func (a *appliedIndex) get() uint64 {
@@ -140,11 +252,18 @@ func (a *appliedIndex) get() uint64 {
 	return a.index
 }
 
-// current returns the index and a channel closed at its next change.
-func (a *appliedIndex) current() (uint64, <-chan struct{}) {
+func (a *appliedIndex) handedIndex() uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.index, a.changed
+	return a.handed
+}
+
+// current returns the committed and handed indexes and a channel closed at
+// the next change of either.
+func (a *appliedIndex) current() (committed, handed uint64, changed <-chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.index, a.handed, a.changed
 }
 
 // SnapshotRestores counts snapshots installed into the state machine since

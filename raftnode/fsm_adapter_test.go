@@ -8,10 +8,14 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// recordingSM remembers how raft's batches reached the state machine.
+// recordingSM remembers how raft's batches reached the state machine and
+// which of them each commit covered.
 type recordingSM struct {
-	calls   [][]uint64
-	applied uint64
+	calls     [][]uint64
+	committed [][]uint64 // the indexes of each commit
+	open      []uint64
+	handed    uint64
+	applied   uint64
 }
 
 func (r *recordingSM) Apply(indexes []uint64, data [][]byte) []any {
@@ -20,45 +24,56 @@ func (r *recordingSM) Apply(indexes []uint64, data [][]byte) []any {
 	for i, idx := range indexes {
 		out[i] = idx
 	}
-	r.applied = indexes[len(indexes)-1]
+	r.open = append(r.open, indexes...)
+	r.handed = indexes[len(indexes)-1]
 	return out
+}
+func (r *recordingSM) Commit() {
+	r.committed = append(r.committed, r.open)
+	r.open = nil
+	r.applied = r.handed
 }
 func (r *recordingSM) AppliedIndex() uint64           { return r.applied }
 func (r *recordingSM) Snapshot() (io.WriterTo, error) { return nil, nil }
 func (r *recordingSM) Restore(io.Reader) error        { return nil }
 
-// A batch from raft reaches the register in transactions of at most
-// maxApplyBytes of commands (one oversized entry alone), in log order, with
-// one result per entry and the applied index moved after each.
+// A batch from raft reaches the register in order, and the register
+// commits whenever maxApplyBytes of commands are pending (an oversized
+// entry alone), so no transaction outgrows the bound; what is below it
+// stays pending for the committer.
 func TestApplyBatchBoundsTransactions(t *testing.T) {
 	const mib = 1 << 20
 	for _, tc := range []struct {
-		name  string
-		sizes []int // bytes per entry
-		want  [][]uint64
+		name      string
+		sizes     []int // bytes per entry
+		committed [][]uint64
+		pending   []uint64
 	}{
-		{"small entries share one", []int{10, 10, 10}, [][]uint64{{1, 2, 3}}},
-		{"1 MiB entries, four a time", slices.Repeat([]int{mib}, 10), [][]uint64{{1, 2, 3, 4}, {5, 6, 7, 8}, {9, 10}}},
-		{"an oversized entry goes alone", []int{mib, 5 * mib, mib}, [][]uint64{{1}, {2}, {3}}},
+		{"small entries stay pending", []int{10, 10, 10}, nil, []uint64{1, 2, 3}},
+		{"1 MiB entries, four a commit", slices.Repeat([]int{mib}, 10), [][]uint64{{1, 2, 3, 4}, {5, 6, 7, 8}}, []uint64{9, 10}},
+		{"an oversized entry goes alone", []int{mib, 5 * mib, mib}, [][]uint64{{1}, {2}}, []uint64{3}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sm := &recordingSM{}
-			a := &fsmAdapter{sm: sm, applied: newAppliedIndex(0)}
+			a := newFSMAdapter(sm)
 			var logs []*raft.Log
 			for i, n := range tc.sizes {
 				logs = append(logs, &raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: make([]byte, n)})
 			}
 			res := a.ApplyBatch(logs)
-			if !slices.EqualFunc(sm.calls, tc.want, slices.Equal[[]uint64]) {
-				t.Fatalf("transactions %v, want %v", sm.calls, tc.want)
+			if !slices.EqualFunc(sm.committed, tc.committed, slices.Equal[[]uint64]) || !slices.Equal(sm.open, tc.pending) {
+				t.Fatalf("commits %v then pending %v, want %v then %v", sm.committed, sm.open, tc.committed, tc.pending)
 			}
 			for i, r := range res {
 				if r != uint64(i+1) {
 					t.Fatalf("results %v: not one per entry in order", res)
 				}
 			}
-			if len(res) != len(logs) || a.applied.get() != uint64(len(logs)) {
-				t.Fatalf("%d results, applied %d; want %d", len(res), a.applied.get(), len(logs))
+			if len(res) != len(logs) || a.applied.handedIndex() != uint64(len(logs)) {
+				t.Fatalf("%d results, handed %d; want %d", len(res), a.applied.handedIndex(), len(logs))
+			}
+			if want := uint64(len(logs) - len(tc.pending)); a.applied.get() != want {
+				t.Fatalf("published %d, want the last commit %d", a.applied.get(), want)
 			}
 		})
 	}

@@ -113,8 +113,8 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 		n.log.Warn("register is behind the newest snapshot; restoring it on start",
 			"applied", sm.AppliedIndex(), "snapshot", metas[0].Index)
 	}
-	n.applied = newAppliedIndex(sm.AppliedIndex())
-	n.adapter = &fsmAdapter{sm: sm, applied: n.applied}
+	n.adapter = newFSMAdapter(sm)
+	n.applied = n.adapter.applied
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
@@ -148,9 +148,13 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 		return nil, fmt.Errorf("raftnode: start raft: %w", err)
 	}
 	n.metrics = newNodeMetrics(n)
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.watchLeadership()
 	go n.serveReadIndex()
+	go func() {
+		defer n.wg.Done()
+		n.adapter.runCommitter(n.closed, cfg.CommitInterval)
+	}()
 	n.log.Info("raft started", "id", cfg.ID, "addr", n.transport.LocalAddr(),
 		"applied", sm.AppliedIndex(), "restore_snapshot_on_start", !noRestore)
 	return n, nil
@@ -235,15 +239,17 @@ func classifyApplyError(err error) error {
 	}
 }
 
-// WaitApplied blocks until the state machine reflects every entry up to
-// index. Raft never hands no-op and barrier entries to the state machine, so
-// an index that is one of those (a new leader's first entries) is reached
-// once raft has dispatched it and the last real entry before it is applied.
+// WaitApplied blocks until the state machine reflects, readably, every
+// entry up to index. Raft never hands no-op and barrier entries to the
+// state machine, so an index that is one of those (a new leader's first
+// entries) is reached once raft has dispatched it and the last real entry
+// before it is committed. An entry applied but not yet committed by the
+// register is committed now rather than at the next interval.
 func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 	target := index
 	var poll *time.Ticker
 	for {
-		cur, changed := n.applied.current()
+		cur, handed, changed := n.applied.current()
 		if cur >= target {
 			return nil
 		}
@@ -251,6 +257,9 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 			if target = n.lastStateMachineEntry(index, cur); cur >= target {
 				return nil
 			}
+		}
+		if handed >= target {
+			n.adapter.requestCommit()
 		}
 		if poll == nil {
 			// raft's dispatch counter has no notification; poll it only
@@ -267,6 +276,14 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 			return ErrShutdown
 		}
 	}
+}
+
+// Flush returns once everything the state machine has applied so far is
+// committed and readable, asking for the commit rather than waiting for
+// the interval. Comparing registers across nodes needs it: each commits on
+// its own timer.
+func (n *Node) Flush(ctx context.Context) error {
+	return n.WaitApplied(ctx, n.applied.handedIndex())
 }
 
 // lastStateMachineEntry is the highest index in (floor, index] that raft

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -13,11 +14,15 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// memSM is a minimal StateMachine: it records applied commands in order.
+// memSM is a minimal StateMachine: it records applied commands in order
+// and, like the register, makes them visible only at Commit.
 type memSM struct {
-	mu      sync.Mutex
-	applied uint64
-	cmds    []string
+	mu        sync.Mutex
+	applied   uint64   // committed
+	cmds      []string // committed
+	pendingAt uint64
+	pending   []string
+	commits   int
 }
 
 func (m *memSM) Apply(indexes []uint64, data [][]byte) []any {
@@ -25,16 +30,31 @@ func (m *memSM) Apply(indexes []uint64, data [][]byte) []any {
 	defer m.mu.Unlock()
 	out := make([]any, len(indexes))
 	for i, idx := range indexes {
-		if idx <= m.applied {
+		if idx <= max(m.applied, m.pendingAt) {
 			continue
 		}
 		if data[i] != nil {
-			m.cmds = append(m.cmds, string(data[i]))
+			m.pending = append(m.pending, string(data[i]))
 			out[i] = fmt.Sprintf("ok:%s@%d", data[i], idx)
 		}
-		m.applied = idx
+		m.pendingAt = idx
 	}
 	return out
+}
+
+func (m *memSM) Commit() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.commitLocked()
+}
+
+func (m *memSM) commitLocked() {
+	if m.pendingAt > m.applied {
+		m.applied = m.pendingAt
+		m.cmds = append(m.cmds, m.pending...)
+		m.pending = nil
+		m.commits++
+	}
 }
 
 func (m *memSM) AppliedIndex() uint64 {
@@ -43,9 +63,17 @@ func (m *memSM) AppliedIndex() uint64 {
 	return m.applied
 }
 
+// committed returns the commands readers would see.
+func (m *memSM) committed() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.cmds)
+}
+
 func (m *memSM) Snapshot() (io.WriterTo, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.commitLocked()
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%d\n", m.applied)
 	return &b, nil
@@ -54,17 +82,24 @@ func (m *memSM) Snapshot() (io.WriterTo, error) {
 func (m *memSM) Restore(r io.Reader) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.pending, m.pendingAt = nil, 0
 	_, err := fmt.Fscanf(r, "%d\n", &m.applied)
 	return err
 }
 
 func openSingle(t *testing.T) (*Node, *memSM) {
+	return openSingleCommitting(t, 0)
+}
+
+// openSingleCommitting opens a one-node cluster whose state machine
+// commits every interval (0: the default).
+func openSingleCommitting(t *testing.T, interval time.Duration) (*Node, *memSM) {
 	t.Helper()
 	sm := &memSM{}
 	n, err := Open(Config{
 		ID: "a", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0",
 		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond, CommitInterval: interval,
 	}, sm)
 	if err != nil {
 		t.Fatal(err)
@@ -210,24 +245,38 @@ func TestProposalThatCannotCommitIsUnknown(t *testing.T) {
 
 func TestAppliedIndexNotifies(t *testing.T) {
 	a := newAppliedIndex(3)
-	cur, ch := a.current()
-	if cur != 3 {
-		t.Fatalf("current = %d", cur)
+	notified := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	cur, handed, ch := a.current()
+	if cur != 3 || handed != 3 {
+		t.Fatalf("current = %d, %d", cur, handed)
 	}
 	a.set(3)
-	select {
-	case <-ch:
-		t.Fatal("notified without a change")
-	default:
+	a.set(2)
+	if notified(ch) {
+		t.Fatal("notified without a forward change")
 	}
+	a.setHanded(4)
+	if !notified(ch) {
+		t.Fatal("not notified of a handed change")
+	}
+	_, _, ch = a.current()
 	a.set(5)
-	select {
-	case <-ch:
-	default:
-		t.Fatal("not notified of a change")
+	if !notified(ch) {
+		t.Fatal("not notified of a commit")
 	}
-	if cur, _ := a.current(); cur != 5 {
-		t.Fatalf("current = %d, want 5", cur)
+	if cur, handed, _ := a.current(); cur != 5 || handed != 5 {
+		t.Fatalf("current = %d, %d; want 5, 5", cur, handed)
+	}
+	a.reset(2)
+	if cur, handed, _ := a.current(); cur != 2 || handed != 2 {
+		t.Fatalf("after reset = %d, %d; want 2, 2", cur, handed)
 	}
 }
 
@@ -266,5 +315,64 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := (Config{ID: "a", DataDir: "d", BindAddr: "127.0.0.1:0"}).WithDefaults().Validate(); err != nil {
 		t.Errorf("defaults rejected: %v", err)
+	}
+}
+
+func waitReady(t *testing.T, n *Node) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !n.Status().Ready {
+		if time.Now().After(deadline) {
+			t.Fatal("leader never confirmed its term")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A write is acknowledged once applied, before the state machine commits;
+// a linearizable read then commits it rather than wait for the interval
+// (10 s here, so a read that waited would miss its deadline).
+func TestLinearizableReadCommitsWhatItNeeds(t *testing.T) {
+	n, sm := openSingleCommitting(t, 10*time.Second)
+	waitReady(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := n.Apply(ctx, []byte("w1")); err != nil {
+		t.Fatal(err)
+	}
+	if got := sm.committed(); slices.Contains(got, "w1") {
+		t.Fatalf("committed %v right after the write: expected the commit to wait for a reader or the interval", got)
+	}
+	idx, err := n.LinearizableRead(ctx)
+	if err != nil {
+		t.Fatalf("read: %v (a read must not wait for the commit interval)", err)
+	}
+	if got := sm.committed(); !slices.Contains(got, "w1") || sm.AppliedIndex() < idx {
+		t.Fatalf("after the read the state machine shows %v at %d, read index %d", got, sm.AppliedIndex(), idx)
+	}
+	if n.AppliedIndex() < idx {
+		t.Fatalf("node publishes %d, below the read index %d", n.AppliedIndex(), idx)
+	}
+}
+
+// Without readers the interval alone commits.
+func TestCommitIntervalCommitsWithoutReaders(t *testing.T) {
+	n, sm := openSingleCommitting(t, 20*time.Millisecond)
+	waitReady(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for i := range 5 {
+		if _, err := n.Apply(ctx, fmt.Appendf(nil, "w%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for !slices.Contains(sm.committed(), "w4") {
+		if ctx.Err() != nil {
+			t.Fatalf("never committed by the interval: %v", sm.committed())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := sm.committed(); !slices.Equal(got, []string{"w0", "w1", "w2", "w3", "w4"}) {
+		t.Fatalf("committed %v", got)
 	}
 }

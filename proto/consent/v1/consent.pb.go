@@ -1809,10 +1809,13 @@ type GetStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// leader | follower | candidate | shutdown
-	State        string    `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	LeaderId     string    `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	Term         uint64    `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
-	CommitIndex  uint64    `protobuf:"varint,5,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	State       string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	LeaderId    string `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Term        uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	CommitIndex uint64 `protobuf:"varint,5,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	// The last index the register has committed: what reads see here. It
+	// may trail the entries the node has applied by up to the commit
+	// interval (100 ms); with include_digest the node commits first.
 	AppliedIndex uint64    `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	Members      []*Member `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
 	// True when the node runs without TLS.
