@@ -8,7 +8,9 @@
 // random number, iterates a map, or touches the network; times and ids arrive
 // already stamped in the commands. State lives in one bbolt database, and the
 // applied raft index is written in the same transaction as the data it
-// covers, so a restart neither re-applies nor skips an entry.
+// covers. Applied entries are committed together, on the caller's schedule
+// (Commit): a restart resumes from the last commit, and raft applies the
+// entries after it again from its log, to the same state.
 //
 // It knows nothing of raft: raftnode adapts a Store to raft's BatchingFSM
 // through an interface of plain types that it declares.

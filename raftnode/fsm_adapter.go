@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // StateMachine is what a Node replicates. It is declared here in plain types
@@ -56,12 +57,27 @@ type fsmAdapter struct {
 	// pending approximates the command bytes applied since the last commit.
 	pending atomic.Int64
 	// want asks the committer for a commit now (a reader is waiting).
-	want    chan struct{}
-	commits atomic.Uint64
+	want chan struct{}
+	// commitSeconds times commits by what asked for them.
+	commitSeconds *prometheus.HistogramVec
 }
 
+// Why the register committed, for consentd_register_commit_seconds.
+const (
+	commitInterval = "interval" // the committer's tick or a reader's request
+	commitSize     = "size"     // maxApplyBytes pending
+	commitSnapshot = "snapshot"
+)
+
 func newFSMAdapter(sm StateMachine) *fsmAdapter {
-	return &fsmAdapter{sm: sm, applied: newAppliedIndex(sm.AppliedIndex()), want: make(chan struct{}, 1)}
+	return &fsmAdapter{
+		sm: sm, applied: newAppliedIndex(sm.AppliedIndex()), want: make(chan struct{}, 1),
+		commitSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "consentd_register_commit_seconds",
+			Help:    "Time to commit the register's applied entries (holding off further applies), by what asked for it.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"reason"}),
+	}
 }
 
 var _ raft.BatchingFSM = (*fsmAdapter)(nil)
@@ -87,13 +103,13 @@ func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any {
 			n++
 		}
 		if n == 0 {
-			a.commit()
+			a.commit(commitSize)
 			continue
 		}
 		res = append(res, a.apply(logs[:n])...)
 		logs = logs[n:]
 		if a.pending.Add(size) >= maxApplyBytes {
-			a.commit()
+			a.commit(commitSize)
 		}
 	}
 	return res
@@ -114,15 +130,16 @@ func (a *fsmAdapter) apply(logs []*raft.Log) []any {
 }
 
 // commit commits what is applied, if anything, and publishes the index.
-func (a *fsmAdapter) commit() {
+func (a *fsmAdapter) commit(reason string) {
 	a.commitMu.Lock()
 	defer a.commitMu.Unlock()
 	if a.applied.handedIndex() <= a.applied.get() {
 		return
 	}
+	start := time.Now()
 	a.pending.Store(0)
 	a.sm.Commit()
-	a.commits.Add(1)
+	a.commitSeconds.WithLabelValues(reason).Observe(time.Since(start).Seconds())
 	a.applied.set(a.sm.AppliedIndex())
 }
 
@@ -149,14 +166,16 @@ func (a *fsmAdapter) runCommitter(closed <-chan struct{}, interval time.Duration
 		case <-a.want:
 		case <-tick.C:
 		}
-		a.commit()
+		a.commit(commitInterval)
 	}
 }
 
 func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) {
 	a.commitMu.Lock()
 	defer a.commitMu.Unlock()
+	start := time.Now()
 	w, err := a.sm.Snapshot()
+	a.commitSeconds.WithLabelValues(commitSnapshot).Observe(time.Since(start).Seconds())
 	a.pending.Store(0)
 	a.applied.set(a.sm.AppliedIndex())
 	if err != nil {

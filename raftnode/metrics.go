@@ -67,6 +67,7 @@ func (m *nodeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.applyLatency.Describe(ch)
 	m.readLatency.Describe(ch)
 	m.readBatch.Describe(ch)
+	m.n.adapter.commitSeconds.Describe(ch)
 	ch <- m.gauges
 }
 
@@ -74,6 +75,7 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.applyLatency.Collect(ch)
 	m.readLatency.Collect(ch)
 	m.readBatch.Collect(ch)
+	m.n.adapter.commitSeconds.Collect(ch)
 	st := m.n.Status()
 	leader := 0.0
 	if st.State == "leader" {
@@ -104,6 +106,7 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 		{"leader_ready", ready},
 		{"seconds_since_leader_contact", since},
 		{"fsm_pending", num("fsm_pending")},
+		{"register_commit_lag", float64(m.n.applied.handedIndex() - st.AppliedIndex)},
 		{"last_snapshot_index", num("last_snapshot_index")},
 		{"num_peers", num("num_peers")},
 	} {

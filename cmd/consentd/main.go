@@ -100,6 +100,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		snapInterval  = fs.Duration("snapshot-interval", 30*time.Second, "how often to check --snapshot-threshold (raft adds up to the same again at random)")
 		heartbeat     = fs.Duration("heartbeat-timeout", time.Second, "raft heartbeat timeout")
 		election      = fs.Duration("election-timeout", time.Second, "raft election timeout")
+		commitEvery   = fs.Duration("register-commit-interval", 20*time.Millisecond, "longest the register holds applied entries before committing them to disk (sooner when a read needs them); raft's log holds them meanwhile")
 		pprofOn       = fs.Bool("pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP listener (client certificate required on TLS)")
 	)
 	if err := parseWithEnv(fs, args); err != nil {
@@ -145,6 +146,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 	cfg.Raft.SnapshotThreshold = *snapThreshold
 	cfg.Raft.TrailingLogs = *trailingLogs
 	cfg.Raft.SnapshotInterval = *snapInterval
+	cfg.Raft.CommitInterval = *commitEvery
 	cfg.AccessLog.Dir, cfg.AccessLog.FailOpen = *accessDir, *accessOpen
 	cfg.API.RateLimit, cfg.API.RateBurst = *rateLimit, *rateBurst
 	cfg.API.Pprof = *pprofOn

@@ -1815,7 +1815,7 @@ type GetStatusResponse struct {
 	CommitIndex uint64 `protobuf:"varint,5,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	// The last index the register has committed: what reads see here. It
 	// may trail the entries the node has applied by up to the commit
-	// interval (100 ms); with include_digest the node commits first.
+	// interval (20 ms by default); with include_digest the node commits first.
 	AppliedIndex uint64    `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	Members      []*Member `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
 	// True when the node runs without TLS.
