@@ -133,11 +133,14 @@ func (a *fsmAdapter) apply(logs []*raft.Log) []any {
 func (a *fsmAdapter) commit(reason string) {
 	a.commitMu.Lock()
 	defer a.commitMu.Unlock()
+	// Zeroed even when there is nothing to commit: entries replayed below
+	// the committed index after a restart count as pending bytes but are
+	// skipped, and ApplyBatch would otherwise ask for a commit forever.
+	a.pending.Store(0)
 	if a.applied.handedIndex() <= a.applied.get() {
 		return
 	}
 	start := time.Now()
-	a.pending.Store(0)
 	a.sm.Commit()
 	a.commitSeconds.WithLabelValues(reason).Observe(time.Since(start).Seconds())
 	a.applied.set(a.sm.AppliedIndex())

@@ -4,6 +4,7 @@ import (
 	"io"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -20,6 +21,9 @@ type recordingSM struct {
 
 func (r *recordingSM) Apply(indexes []uint64, data [][]byte) []any {
 	r.calls = append(r.calls, slices.Clone(indexes))
+	if indexes[len(indexes)-1] <= r.applied {
+		return make([]any, len(indexes)) // a replay below the last commit: all skipped
+	}
 	out := make([]any, len(indexes))
 	for i, idx := range indexes {
 		out[i] = idx
@@ -76,5 +80,28 @@ func TestApplyBatchBoundsTransactions(t *testing.T) {
 				t.Fatalf("published %d, want the last commit %d", a.applied.get(), want)
 			}
 		})
+	}
+}
+
+// After a restart raft replays entries at or below the register's last
+// commit; they are skipped, leave nothing to commit, and must not make the
+// size bound ask for a commit forever (a node once spun here, and then
+// could not shut down).
+func TestReplayBelowTheCommitNeverSpins(t *testing.T) {
+	sm := &recordingSM{applied: 100}
+	a := newFSMAdapter(sm)
+	var logs []*raft.Log
+	for i := range 12 {
+		logs = append(logs, &raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: make([]byte, 1<<20)})
+	}
+	done := make(chan []any, 1)
+	go func() { done <- a.ApplyBatch(logs) }()
+	select {
+	case res := <-done:
+		if len(res) != len(logs) || len(sm.committed) != 0 {
+			t.Fatalf("%d results, commits %v", len(res), sm.committed)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ApplyBatch of a replay below the committed index never returned")
 	}
 }
