@@ -64,7 +64,8 @@ type fsmAdapter struct {
 
 // Why the register committed, for consentd_register_commit_seconds.
 const (
-	commitInterval = "interval" // the committer's tick or a reader's request
+	commitInterval = "interval" // the committer's tick
+	commitRead     = "read"     // a reader waits for an applied entry
 	commitSize     = "size"     // maxApplyBytes pending
 	commitSnapshot = "snapshot"
 )
@@ -163,13 +164,15 @@ func (a *fsmAdapter) runCommitter(closed <-chan struct{}, interval time.Duration
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
+		reason := commitInterval
 		select {
 		case <-closed:
 			return
 		case <-a.want:
+			reason = commitRead
 		case <-tick.C:
 		}
-		a.commit(commitInterval)
+		a.commit(reason)
 	}
 }
 

@@ -98,11 +98,11 @@ func (c *consentdCluster) waitReady(ctx context.Context, nodes []node, members i
 }
 
 type consentdStatus struct {
-	ID           string `json:"id"`
-	State        string `json:"state"`
-	LeaderID     string `json:"leaderId"`
-	AppliedIndex string `json:"appliedIndex"`
-	Members      []struct {
+	ID          string `json:"id"`
+	State       string `json:"state"`
+	LeaderID    string `json:"leaderId"`
+	CommitIndex string `json:"commitIndex"`
+	Members     []struct {
 		ID       string `json:"id"`
 		Suffrage string `json:"suffrage"`
 	} `json:"members"`
@@ -152,7 +152,10 @@ func (c *consentdCluster) Revision(ctx context.Context, n node) (uint64, error) 
 	if err != nil {
 		return 0, err
 	}
-	return strconv.ParseUint(st.AppliedIndex, 10, 64)
+	// The raft commit index, like etcd's revision, counts entries through
+	// the log; the register's applied index trails it by up to the commit
+	// interval.
+	return strconv.ParseUint(st.CommitIndex, 10, 64)
 }
 
 // readPatient and writePatient are the NHS numbers of the read and write

@@ -17,7 +17,9 @@ type memoryCap struct {
 	dir string
 }
 
-func newMemoryCap(name string, limit int64, pid int) (*memoryCap, error) {
+// newMemoryCap makes the cgroup; a process joins it by writing its pid to
+// procsFile.
+func newMemoryCap(name string, limit int64) (*memoryCap, error) {
 	var dir, limitFile string
 	switch {
 	case fileExists("/sys/fs/cgroup/cgroup.controllers"): // v2, unified at the root
@@ -35,12 +37,10 @@ func newMemoryCap(name string, limit int64, pid int) (*memoryCap, error) {
 		c.remove()
 		return nil, fmt.Errorf("memory cap: set limit: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
-		c.remove()
-		return nil, fmt.Errorf("memory cap: move pid %d: %w", pid, err)
-	}
 	return c, nil
 }
+
+func (c *memoryCap) procsFile() string { return filepath.Join(c.dir, "cgroup.procs") }
 
 // remove deletes the cgroup; it must be empty (its process exited).
 func (c *memoryCap) remove() {

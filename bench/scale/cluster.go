@@ -31,6 +31,7 @@ type node struct {
 	bin              string
 	joinThrough      string // gRPC address to join through; "" bootstraps
 	memLimit         int64  // bytes; 0 is no cap
+	starts           int    // names each start's cgroup
 }
 
 // newCluster lays out n nodes with ports from base (raft base+i, gRPC
@@ -71,37 +72,35 @@ func (nd *node) start() error {
 		return err
 	}
 	nd.logFile = f
-	nd.cmd = exec.Command(nd.bin, args...)
-	nd.cmd.Stdout, nd.cmd.Stderr = f, f
+	var mc *memoryCap
 	if nd.memLimit > 0 {
-		// Go does not read a cgroup's memory limit: without a soft limit
-		// its heap may grow to twice the live data before it collects, and
-		// the kernel kills the node first (a follower catching up from an
-		// empty disk holds ~160 MB live). As in any container, the runtime
-		// is told to stay at 80% of the cap, page cache taking the rest.
-		nd.cmd.Env = append(os.Environ(), "GOMEMLIMIT="+strconv.FormatInt(nd.memLimit*8/10, 10))
+		// The node starts inside its cgroup, as in a container, so that it
+		// finds the limit and sets Go's soft limit from it (see
+		// internal/memlimit): a shell joins the cgroup, then execs consentd.
+		nd.starts++
+		mc, err = newMemoryCap(fmt.Sprintf("consentd-scale-%s-%d-%d", nd.id, os.Getpid(), nd.starts), nd.memLimit)
+		if err != nil {
+			f.Close()
+			return err
+		}
+		nd.cmd = exec.Command("/bin/sh", append([]string{"-c", `echo $$ > "$0" && exec "$@"`, mc.procsFile(), nd.bin}, args...)...)
+	} else {
+		nd.cmd = exec.Command(nd.bin, args...)
 	}
+	nd.cmd.Stdout, nd.cmd.Stderr = f, f
 	if err := nd.cmd.Start(); err != nil {
 		f.Close()
+		mc.remove()
 		return err
 	}
 	nd.exited = make(chan struct{})
-	var mc *memoryCap
-	if nd.memLimit > 0 {
-		// Capped right after start: the node has mapped its files but not
-		// yet read the register at any scale.
-		mc, err = newMemoryCap("consentd-scale-"+nd.id+"-"+strconv.Itoa(nd.cmd.Process.Pid), nd.memLimit, nd.cmd.Process.Pid)
-		if err != nil {
-			nd.cmd.Process.Kill()
-		}
-	}
 	go func(cmd *exec.Cmd, done chan struct{}, f *os.File, mc *memoryCap) {
 		cmd.Wait()
 		f.Close()
 		mc.remove()
 		close(done)
 	}(nd.cmd, nd.exited, f, mc)
-	return err
+	return nil
 }
 
 // stop ends the process with SIGTERM (a clean shutdown), or SIGKILL after

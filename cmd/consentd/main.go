@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lmc-consent/consentd/internal/memlimit"
 	"github.com/lmc-consent/consentd/node"
 	"github.com/lmc-consent/consentd/pki"
 )
@@ -62,6 +63,9 @@ dashes as underscores (CONSENTD_DATA_DIR=/var/lib/consentd). A flag on the
 command line wins over the environment.
 
 Restarting with an existing data dir needs neither --bootstrap nor --join.
+
+In a memory cgroup (a container with a memory limit) consentd sets Go's soft
+memory limit to 80% of the cgroup's, unless GOMEMLIMIT is set.
 
 Flags:
 `
@@ -114,6 +118,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "consentd:", err)
 		return 2
 	}
+	applyMemoryLimit(logger)
 	var missing []string
 	if *id == "" {
 		missing = append(missing, "--id")
@@ -244,6 +249,21 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// applyMemoryLimit gives the Go runtime a soft limit below the memory
+// cgroup's, as a node in a container needs (see internal/memlimit). A
+// failure to read the cgroup only costs the limit.
+func applyMemoryLimit(logger *slog.Logger) {
+	d, err := memlimit.LinuxSources().Apply(memlimit.DefaultFraction, os.Getenv)
+	switch {
+	case err != nil:
+		logger.Warn("could not read the memory cgroup; no Go memory limit set", "err", err)
+	case d.Limit > 0:
+		logger.Info("Go memory limit set from the memory cgroup", "soft_limit_mib", d.Limit>>20, "cgroup_limit_mib", d.Cgroup>>20)
+	default:
+		logger.Debug("no Go memory limit set", "why", d.Reason)
+	}
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
