@@ -305,7 +305,7 @@ func (c *consentService) ListDecisions(ctx context.Context, req *consentv1.ListD
 		return nil, s.grpcError(err)
 	}
 	if k := req.GetKind(); k != "" {
-		if _, ok := fsm.LookupKind(k); !ok {
+		if !fsm.IsKind(k) {
 			return nil, s.grpcError(&fsm.FieldError{Field: "kind", Msg: fmt.Sprintf("unknown kind %q (see GET /v1/kinds)", k)})
 		}
 	}
@@ -347,7 +347,7 @@ func (c *consentService) ListDecisions(ctx context.Context, req *consentv1.ListD
 
 func (c *consentService) CheckConsents(ctx context.Context, req *consentv1.CheckConsentsRequest) (*consentv1.CheckConsentsResponse, error) {
 	s := c.s
-	if _, ok := fsm.LookupKind(req.GetKind()); !ok {
+	if !fsm.IsKind(req.GetKind()) {
 		return nil, s.grpcError(&fsm.FieldError{Field: "kind", Msg: fmt.Sprintf("unknown kind %q", req.GetKind())})
 	}
 	if n := len(req.GetNhsNumbers()); n == 0 || n > s.cfg.MaxCheckBatch {
@@ -424,8 +424,8 @@ func toDecision(rec *commandv1.DecisionRecord, reason string) *consentv1.Decisio
 
 func toConsent(kind string, cur *commandv1.CurrentRecord) *consentv1.Consent {
 	c := &consentv1.Consent{Kind: kind}
-	if k, ok := fsm.LookupKind(kind); ok {
-		c.State = k.DefaultState
+	if def, ok := fsm.DefaultState(kind); ok {
+		c.State = def
 	}
 	if cur != nil {
 		c.State, c.Version, c.DecisionId, c.EffectiveFrom = cur.GetState(), cur.GetVersion(), cur.GetDecisionId(), micros(cur.GetEffectiveFromMicros())

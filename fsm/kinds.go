@@ -75,12 +75,38 @@ func Kinds() []Kind {
 	}
 }
 
-// LookupKind finds a kind of the registry by name.
+// LookupKind finds a kind of the registry by name. The Kind is the caller's
+// own copy.
 func LookupKind(name string) (Kind, bool) {
-	for _, k := range Kinds() {
-		if k.Name == name {
-			return k, true
-		}
+	k, ok := builtin().lookup(name)
+	if !ok {
+		return Kind{}, false
 	}
-	return Kind{}, false
+	return k.clone(), true
+}
+
+// IsKind reports whether name is a kind of the registry.
+func IsKind(name string) bool {
+	_, ok := builtin().lookup(name)
+	return ok
+}
+
+// DefaultState is the state of a patient with no decision of kind name
+// recorded; ok is false for an unknown kind.
+func DefaultState(name string) (state string, ok bool) {
+	k, ok := builtin().lookup(name)
+	if !ok {
+		return "", false
+	}
+	return k.DefaultState, true
+}
+
+func (k *Kind) clone() Kind {
+	c := *k
+	c.States = make([]State, len(k.States))
+	for i, st := range k.States {
+		st.Codes = append([]Code(nil), st.Codes...)
+		c.States[i] = st
+	}
+	return c
 }

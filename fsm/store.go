@@ -128,7 +128,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Store{cfg: cfg, log: cfg.Logger, reg: newRegistry()}
+	s := &Store{cfg: cfg, log: cfg.Logger, reg: builtin()}
 	db, applied, err := s.openDB(cfg.Path, true)
 	if err != nil {
 		return nil, err

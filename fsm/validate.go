@@ -48,10 +48,7 @@ func ProxyRoles() []string {
 // accepting node's clock) and again, without the clock check, inside apply.
 // A zero now skips the check that effective_from is not in the future.
 func ValidateRecordDecision(cmd *commandv1.RecordDecision, now time.Time) error {
-	return validateRecordDecision(cmd, now, func(name string) (*Kind, bool) {
-		k, ok := LookupKind(name)
-		return &k, ok
-	})
+	return validateRecordDecision(cmd, now, builtin().lookup)
 }
 
 func validateRecordDecision(cmd *commandv1.RecordDecision, now time.Time, lookup func(string) (*Kind, bool)) error {
@@ -121,10 +118,7 @@ func validateRecordDecision(cmd *commandv1.RecordDecision, now time.Time, lookup
 // request_id, no patient, request id or decision id twice. An error names
 // the item's field as decisions[i].field.
 func ValidateRecordDecisions(cmd *commandv1.RecordDecisions, now time.Time) error {
-	_, err := validateRecordDecisions(cmd, now, func(name string) (*Kind, bool) {
-		k, ok := LookupKind(name)
-		return &k, ok
-	})
+	_, err := validateRecordDecisions(cmd, now, builtin().lookup)
 	return err
 }
 
@@ -203,10 +197,7 @@ func ValidateMarkEnteredInError(cmd *commandv1.MarkEnteredInError) error {
 
 // ValidateKind checks that name is a kind of the registry; field names the request field.
 func ValidateKind(field, name string) error {
-	_, err := validateKind(field, name, func(name string) (*Kind, bool) {
-		k, ok := LookupKind(name)
-		return &k, ok
-	})
+	_, err := validateKind(field, name, builtin().lookup)
 	return err
 }
 
