@@ -192,3 +192,26 @@ func TestRestoreDropsUncommitted(t *testing.T) {
 		t.Fatal("diverged after the restore")
 	}
 }
+
+// Size is what raftnode weighs a snapshot's cost by: the committed register.
+func TestSizeFollowsCommits(t *testing.T) {
+	s := openTest(t)
+	empty := s.Size()
+	if empty <= 0 {
+		t.Fatalf("Size of an empty register = %d", empty)
+	}
+	s.Apply(indexes(1, 2000), entries(t, 2000))
+	if got := s.Size(); got != empty {
+		t.Fatalf("Size = %d before the commit, want %d", got, empty)
+	}
+	s.Commit()
+	if got := s.Size(); got <= empty {
+		t.Fatalf("Size after committing 2,000 decisions = %d, not above %d", got, empty)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Size(); got != 0 {
+		t.Fatalf("Size of a closed store = %d", got)
+	}
+}

@@ -268,6 +268,22 @@ func (s *Store) Commit() {
 	}
 }
 
+// Size is the register's size in bytes as of its last commit (0 when
+// closed): what a snapshot reads.
+func (s *Store) Size() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return 0
+	}
+	var size int64
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		size = tx.Size()
+		return nil
+	})
+	return size
+}
+
 // commitLocked commits wtx; s.txMu must be held.
 func (s *Store) commitLocked() error {
 	if s.wtx == nil {

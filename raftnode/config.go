@@ -44,6 +44,17 @@ type Config struct {
 	// SnapshotInterval is how often raft checks SnapshotThreshold.
 	SnapshotInterval  time.Duration // default 30s
 	SnapshotThreshold uint64        // default 8192 entries since the last snapshot
+	// SnapshotLogBytes also asks for a snapshot once the log since the last
+	// one carries this many bytes of commands, or an eighth of the state
+	// machine's size if that is more. A restart reads every entry after the
+	// last snapshot twice (raft scans them for membership changes before
+	// the node can serve, then hands them to the register, which skips
+	// them), and an entry may be a batch of 1,000 decisions: after loading
+	// a million patients in 2,610 such entries and no snapshot, that read
+	// was 3 of a follower's 3.1 s restart in a 300 MiB memory cgroup. The
+	// eighth keeps the snapshots' own cost, a full copy of the register
+	// each, within a few times the log's bytes as the register grows.
+	SnapshotLogBytes uint64 // default 64 MiB
 	// TrailingLogs stay after a snapshot so a briefly lagging follower
 	// catches up from the log rather than by snapshot install.
 	TrailingLogs uint64 // default 10240
@@ -78,6 +89,7 @@ func DefaultConfig() Config {
 		MaxAppendEntries:   64,
 		SnapshotInterval:   30 * time.Second,
 		SnapshotThreshold:  8192,
+		SnapshotLogBytes:   64 << 20,
 		TrailingLogs:       10240,
 		RetainSnapshots:    1,
 		CommitInterval:     20 * time.Millisecond,
@@ -109,6 +121,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = d.SnapshotThreshold
+	}
+	if c.SnapshotLogBytes == 0 {
+		c.SnapshotLogBytes = d.SnapshotLogBytes
 	}
 	if c.TrailingLogs == 0 {
 		c.TrailingLogs = d.TrailingLogs
@@ -152,6 +167,9 @@ func (c Config) Validate() error {
 	}
 	if c.CommitInterval < time.Millisecond || c.CommitInterval > 10*time.Second {
 		errs = append(errs, fmt.Errorf("raftnode: CommitInterval %v must be 1ms..10s", c.CommitInterval))
+	}
+	if c.SnapshotLogBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("raftnode: SnapshotLogBytes %d must be at least 1 MiB", c.SnapshotLogBytes))
 	}
 	if c.MaxAppendEntries < 1 || c.MaxAppendEntries > 1024 {
 		errs = append(errs, errors.New("raftnode: MaxAppendEntries must be 1..1024"))

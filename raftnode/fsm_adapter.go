@@ -33,6 +33,9 @@ type StateMachine interface {
 	// Restore replaces the whole state with a snapshot's content, dropping
 	// whatever was applied and not committed.
 	Restore(r io.Reader) error
+	// Size is about how many bytes a snapshot has to read: what a snapshot
+	// costs, which decides how much log may pile up between two.
+	Size() int64
 }
 
 // fsmAdapter turns a StateMachine into raft.BatchingFSM, decides when the
@@ -56,6 +59,10 @@ type fsmAdapter struct {
 	commitMu sync.Mutex
 	// pending approximates the command bytes applied since the last commit.
 	pending atomic.Int64
+	// sinceSnapshot counts the bytes of entries handed over since the last
+	// snapshot or restore, including entries replayed after a restart (they
+	// are still in the log after the snapshot, and a restart reads them).
+	sinceSnapshot atomic.Int64
 	// want asks the committer for a commit now (a reader is waiting).
 	want chan struct{}
 	// commitSeconds times commits by what asked for them.
@@ -95,6 +102,11 @@ func (a *fsmAdapter) Apply(l *raft.Log) any {
 const maxApplyBytes = 4 << 20
 
 func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any {
+	var all int64
+	for _, l := range logs {
+		all += int64(len(l.Data))
+	}
+	a.sinceSnapshot.Add(all)
 	res := make([]any, 0, len(logs))
 	for len(logs) > 0 {
 		pending := a.pending.Load()
@@ -183,6 +195,9 @@ func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) {
 	w, err := a.sm.Snapshot()
 	a.commitSeconds.WithLabelValues(commitSnapshot).Observe(time.Since(start).Seconds())
 	a.pending.Store(0)
+	if err == nil {
+		a.sinceSnapshot.Store(0)
+	}
 	a.applied.set(a.sm.AppliedIndex())
 	if err != nil {
 		return nil, err
@@ -198,6 +213,7 @@ func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
 	a.pending.Store(0)
+	a.sinceSnapshot.Store(0)
 	a.applied.reset(a.sm.AppliedIndex())
 	a.restores.Add(1)
 	return nil

@@ -40,6 +40,7 @@ func (r *recordingSM) Commit() {
 func (r *recordingSM) AppliedIndex() uint64           { return r.applied }
 func (r *recordingSM) Snapshot() (io.WriterTo, error) { return nil, nil }
 func (r *recordingSM) Restore(io.Reader) error        { return nil }
+func (r *recordingSM) Size() int64                    { return 0 }
 
 // A batch from raft reaches the register in order, and the register
 // commits whenever maxApplyBytes of commands are pending (an oversized

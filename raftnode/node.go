@@ -148,12 +148,16 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 		return nil, fmt.Errorf("raftnode: start raft: %w", err)
 	}
 	n.metrics = newNodeMetrics(n)
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.watchLeadership()
 	go n.serveReadIndex()
 	go func() {
 		defer n.wg.Done()
 		n.adapter.runCommitter(n.closed, cfg.CommitInterval)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.runSnapshotTrigger()
 	}()
 	n.log.Info("raft started", "id", cfg.ID, "addr", n.transport.LocalAddr(),
 		"applied", sm.AppliedIndex(), "restore_snapshot_on_start", !noRestore)

@@ -23,6 +23,7 @@ type memSM struct {
 	pendingAt uint64
 	pending   []string
 	commits   int
+	size      int64 // what Size reports
 }
 
 func (m *memSM) Apply(indexes []uint64, data [][]byte) []any {
@@ -77,6 +78,12 @@ func (m *memSM) Snapshot() (io.WriterTo, error) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%d\n", m.applied)
 	return &b, nil
+}
+
+func (m *memSM) Size() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.size
 }
 
 func (m *memSM) Restore(r io.Reader) error {
@@ -308,6 +315,7 @@ func TestConfigValidate(t *testing.T) {
 		"bad bind":     {ID: "a", DataDir: "d", BindAddr: "nohost"},
 		"lease > hb":   {ID: "a", DataDir: "d", BindAddr: "127.0.0.1:0", HeartbeatTimeout: time.Second, LeaderLeaseTimeout: 2 * time.Second},
 		"bad maxappnd": {ID: "a", DataDir: "d", BindAddr: "127.0.0.1:0", MaxAppendEntries: 5000},
+		"tiny snaplog": {ID: "a", DataDir: "d", BindAddr: "127.0.0.1:0", SnapshotLogBytes: 1000},
 	} {
 		if err := c.WithDefaults().Validate(); err == nil {
 			t.Errorf("%s: Validate accepted %+v", name, c)

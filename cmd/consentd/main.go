@@ -100,6 +100,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat     = fs.String("log-format", "text", "text or json")
 		snapThreshold = fs.Uint64("snapshot-threshold", 8192, "log entries between snapshots")
+		snapLogMiB    = fs.Uint64("snapshot-log-mib", 64, "also snapshot once the log since the last snapshot holds this many MiB of commands (or an eighth of the register's size, if more): bounds what a restart reads")
 		trailingLogs  = fs.Uint64("trailing-logs", 10240, "log entries kept after a snapshot")
 		snapInterval  = fs.Duration("snapshot-interval", 30*time.Second, "how often to check --snapshot-threshold (raft adds up to the same again at random)")
 		heartbeat     = fs.Duration("heartbeat-timeout", time.Second, "raft heartbeat timeout")
@@ -149,6 +150,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		GatherProcessMetrics: true, Version: version, Logger: logger,
 	}
 	cfg.Raft.SnapshotThreshold = *snapThreshold
+	cfg.Raft.SnapshotLogBytes = *snapLogMiB << 20
 	cfg.Raft.TrailingLogs = *trailingLogs
 	cfg.Raft.SnapshotInterval = *snapInterval
 	cfg.Raft.CommitInterval = *commitEvery
