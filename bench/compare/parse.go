@@ -59,15 +59,18 @@ func parseGhz(raw []byte, conc int) (toolResult, error) {
 		return toolResult{}, errors.New("ghz report: no total duration")
 	}
 	r := toolResult{Requests: rep.Count, OK: uint64(rep.StatusCodeDist["OK"]), Elapsed: time.Duration(rep.Total)}
+	cutOffKind := map[string]bool{}
 	if rep.EndReason == "timeout" {
-		// At most one call per worker can be in flight when time is up.
+		// Each worker has at most one call in flight when ghz closes the
+		// connections under it ("transport is closing"), and may start at
+		// most one more before it sees that time is up ("the client
+		// connection is closing"). More of a kind than workers is not the
+		// end of the run, so that kind counts as errors.
 		for msg, n := range rep.ErrorDist {
-			if ghzCutOffErrors[msg] {
+			if ghzCutOffErrors[msg] && n <= conc {
 				r.CutOff += uint64(n)
+				cutOffKind[msg] = true
 			}
-		}
-		if r.CutOff > uint64(conc) {
-			r.CutOff = 0
 		}
 	}
 	r.Errors = r.Requests - min(r.OK+r.CutOff, r.Requests)
@@ -81,7 +84,7 @@ func parseGhz(raw []byte, conc int) (toolResult, error) {
 	}
 	kinds := map[string]int{}
 	for msg, n := range rep.ErrorDist {
-		if r.CutOff == 0 || !ghzCutOffErrors[msg] {
+		if !cutOffKind[msg] {
 			kinds[msg] += n
 		}
 	}

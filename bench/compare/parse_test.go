@@ -39,6 +39,14 @@ func TestParseGhz(t *testing.T) {
 				P50: 26272555, P99: 57697700, ErrorKinds: "rpc error: code = Unavailable desc = transport is closing×16"},
 		},
 		{
+			// 64 workers: 64 calls cut off by the transport and one started
+			// on the closing connection (the counts of a real run; the latencies
+			// are illustrative).
+			file: "ghz-write-cutoff-both.json", conc: 64,
+			want: toolResult{Requests: 76927, OK: 76862, Errors: 0, CutOff: 65, Elapsed: 10003725358,
+				P50: 7510000, P99: 21090000},
+		},
+		{
 			// Every call refused: no latency distribution, errors named.
 			file: "ghz-put-errors.json", conc: 4,
 			want: toolResult{Requests: 14195, OK: 0, Errors: 14191, CutOff: 4, Elapsed: 1001153943,
