@@ -131,6 +131,11 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "consentd: missing %s (see consentd --help)\n", strings.Join(missing, ", "))
 		return 2
 	}
+	// 0 would silently mean the default; past a TiB the shift overflows.
+	if *snapLogMiB < 1 || *snapLogMiB > 1<<20 {
+		fmt.Fprintf(stderr, "consentd: --snapshot-log-mib %d must be 1..1048576\n", *snapLogMiB)
+		return 2
+	}
 	tlsSrc, peerSrc, err := loadTLS(logger, *clusterName, pki.Files{CA: *caFile, Cert: *certFile, Key: *keyFile},
 		pki.Files{CA: *peerCAFile, Cert: *peerCertFile, Key: *peerKeyFile}, *insecure)
 	if err != nil {

@@ -26,6 +26,7 @@ func TestRunRefusesBadStarts(t *testing.T) {
 		{"bad env value", []string{"--id", "n1", "--data-dir", "x"}, map[string]string{"CONSENTD_INSECURE": "maybe"}, 2, "CONSENTD_INSECURE"},
 		{"stray argument", []string{"--id", "n1", "extra"}, nil, 2, "unexpected argument"},
 		{"bad log level", []string{"--id", "n1", "--data-dir", "x", "--insecure", "--log-level", "loud"}, nil, 2, "--log-level"},
+		{"zero snapshot log", []string{"--id", "n1", "--data-dir", "x", "--insecure", "--snapshot-log-mib", "0"}, nil, 2, "--snapshot-log-mib 0 must be"},
 		{"dev bad nodes", []string{"dev", "--nodes", "0"}, nil, 2, "--nodes must be"},
 		{"help", []string{"--help"}, nil, 0, "CONSENTD_"},
 	} {
