@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -401,6 +402,42 @@ func TestAccessLogRemoteIsNotTheClientsSaySo(t *testing.T) {
 	}
 	if r := entries[0].Remote; r != "127.0.0.1" {
 		t.Fatalf("remote %q, want the address the node saw", r)
+	}
+}
+
+// TestAccessNotLogged: a call whose access entry could not be confirmed is
+// refused either way, but only a failing log is an ERROR; a caller that
+// hung up is not, so a load tool stopping does not bury a real failure.
+func TestAccessNotLogged(t *testing.T) {
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	for _, tc := range []struct {
+		name  string
+		ctx   context.Context
+		err   error
+		code  codes.Code
+		level string
+	}{
+		{"caller hung up", cancelled, fmt.Errorf("audit: waiting for the entry to be durable: %w", context.Canceled), codes.Canceled, "level=DEBUG"},
+		{"caller out of time", expired, fmt.Errorf("audit: waiting for the entry to be durable: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "level=WARN"},
+		{"disk failed", context.Background(), errors.New("audit: write: input/output error"), codes.Unavailable, "level=ERROR"},
+		// A context error the caller's own context does not explain came
+		// from the log itself: that is the log failing.
+		{"log's own timeout", context.Background(), fmt.Errorf("audit: sync: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "level=ERROR"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf logBuffer
+			s := &Server{log: buf.logger()}
+			err := s.accessNotLogged(tc.ctx, "/consent.v1.ConsentService/GetConsents", tc.err)
+			if got := status.Code(err); got != tc.code {
+				t.Fatalf("code %v, want %v (%v)", got, tc.code, err)
+			}
+			if out := buf.String(); !strings.Contains(out, tc.level) || strings.Count(out, "level=") != 1 {
+				t.Fatalf("logged %q, want one record at %s", out, tc.level)
+			}
+		})
 	}
 }
 
