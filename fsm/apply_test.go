@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -164,14 +165,22 @@ func TestNodes(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	if err := (Config{}).Validate(); err == nil {
-		t.Error("a config without Path is valid")
-	}
-	if err := (Config{Path: "x", InitialMmapSize: -1}).Validate(); err == nil {
-		t.Error("a negative mmap size is valid")
-	}
-	if err := (Config{Path: "x"}).Validate(); err != nil {
-		t.Error(err)
+	for _, tc := range []struct {
+		name  string
+		cfg   Config
+		field string // named in the error; "" when valid
+	}{
+		{"no path", Config{}, "Path"},
+		{"negative mmap size", Config{Path: "x", InitialMmapSize: -1}, "InitialMmapSize"},
+		{"negative lock timeout", Config{Path: "x", LockTimeout: -time.Second}, "LockTimeout"},
+		{"negative check workers", Config{Path: "x", CheckWorkers: -1}, "CheckWorkers"},
+		{"defaults", Config{Path: "x"}, ""},
+		{"serial checks", Config{Path: "x", CheckWorkers: 1}, ""},
+	} {
+		err := tc.cfg.Validate()
+		if tc.field == "" && err != nil || tc.field != "" && (err == nil || !strings.Contains(err.Error(), tc.field)) {
+			t.Errorf("%s: Validate() = %v, want an error naming %q", tc.name, err, tc.field)
+		}
 	}
 	if _, err := Open(Config{}); err == nil {
 		t.Error("Open without a path succeeded")

@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -75,7 +77,15 @@ func (s *Store) GetConsents(nhs string) (revision uint64, consents []Consent, er
 }
 
 // CheckConsents returns one kind's state for each number, in request order,
-// read in one transaction.
+// all read at one revision.
+//
+// A large check is looked up by several goroutines, each in its own read
+// transaction, so that the page faults of a register larger than memory
+// overlap instead of queueing one behind another (one lookup can cost a
+// disk read per B+tree level). Their answers are used only when every
+// transaction saw the same applied index, which makes them one state; when
+// a commit fell between them the check is looked up again in a single
+// transaction, over the pages the first pass brought in.
 func (s *Store) CheckConsents(kind string, nhs []string) (revision uint64, results []CheckResult, err error) {
 	k, err := validateKind("kind", kind, s.reg.lookup)
 	if err != nil {
@@ -86,23 +96,71 @@ func (s *Store) CheckConsents(kind string, nhs []string) (revision uint64, resul
 			return 0, nil, fieldErr(fmt.Sprintf("nhs_numbers[%d]", i), "%s", fieldMsg(err))
 		}
 	}
+	results = make([]CheckResult, len(nhs))
+	if workers := min(s.cfg.CheckWorkers, len(nhs)/checkChunkMin); workers > 1 {
+		revision, same, err := s.checkInParallel(k, nhs, results, workers)
+		if err != nil {
+			return 0, nil, err
+		}
+		if same {
+			return revision, results, nil
+		}
+	}
 	err = s.view(func(tx *bolt.Tx, rev uint64) error {
 		revision = rev
-		current := tx.Bucket(bucketCurrent)
-		results = make([]CheckResult, len(nhs))
-		for i, n := range nhs {
-			cur, err := getCurrent(current, n, k)
-			if err != nil {
-				return fmt.Errorf("fsm: %w", err)
-			}
-			results[i] = CheckResult{NHSNumber: n, State: cur.GetState(), Version: cur.GetVersion()}
-		}
-		return nil
+		return lookupChecks(tx, k, nhs, results)
 	})
 	if err != nil {
 		return 0, nil, err
 	}
 	return revision, results, nil
+}
+
+// checkChunkMin is the fewest numbers given to one goroutine of a check:
+// below about this many, starting the goroutine and its transaction costs
+// more than the lookups it would overlap on a register in memory.
+const checkChunkMin = 32
+
+// checkInParallel looks nhs up in workers goroutines and reports whether
+// all of them read the same revision. The caller holds no transaction: a
+// goroutine waiting to begin one while another of the same caller is open
+// can deadlock against a bbolt commit that must grow the map.
+func (s *Store) checkInParallel(k *Kind, nhs []string, results []CheckResult, workers int) (revision uint64, same bool, err error) {
+	revs := make([]uint64, workers)
+	errs := make([]error, workers)
+	chunk := (len(nhs) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*chunk, min((w+1)*chunk, len(nhs))
+		wg.Go(func() {
+			errs[w] = s.view(func(tx *bolt.Tx, rev uint64) error {
+				revs[w] = rev
+				return lookupChecks(tx, k, nhs[lo:hi], results[lo:hi])
+			})
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, false, err
+	}
+	for _, r := range revs[1:] {
+		if r != revs[0] {
+			return 0, false, nil
+		}
+	}
+	return revs[0], true, nil
+}
+
+func lookupChecks(tx *bolt.Tx, k *Kind, nhs []string, results []CheckResult) error {
+	current := tx.Bucket(bucketCurrent)
+	for i, n := range nhs {
+		cur, err := getCurrent(current, n, k)
+		if err != nil {
+			return fmt.Errorf("fsm: %w", err)
+		}
+		results[i] = CheckResult{NHSNumber: n, State: cur.GetState(), Version: cur.GetVersion()}
+	}
+	return nil
 }
 
 // ListDecisions returns up to limit decisions of a patient (of one kind when

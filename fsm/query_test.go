@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -210,4 +211,111 @@ func TestDigest(t *testing.T) {
 	if digest(t, a.s) == digest(t, b.s) {
 		t.Fatal("the digest does not cover keys")
 	}
+}
+
+// The lookups of a large check are split between goroutines; every split
+// must answer exactly what one transaction would, in request order.
+func TestCheckConsentsInParallelMatchesOneTransaction(t *testing.T) {
+	a := newApplier(t)
+	var nums []string
+	for i := range 300 {
+		n := TestNHSNumber(i)
+		nums = append(nums, n)
+		if i%3 != 0 {
+			a.apply(record(decision(n, "scr", []string{"dissent", "consent_core"}[i%2], 1, "r"+n)))
+		}
+	}
+	nums = append(nums, nums[7], nums[0]) // repeats are answered at each place
+	for _, size := range []int{0, 1, checkChunkMin - 1, checkChunkMin, 2 * checkChunkMin, 2*checkChunkMin + 1, len(nums)} {
+		t.Run(fmt.Sprintf("size=%d", size), func(t *testing.T) {
+			q := nums[len(nums)-size:]
+			a.s.cfg.CheckWorkers = 1
+			wantRev, want, err := a.s.CheckConsents("scr", q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.s.cfg.CheckWorkers = DefaultCheckWorkers
+			rev, got, err := a.s.CheckConsents("scr", q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rev != wantRev || len(got) != len(want) {
+				t.Fatalf("revision %d, %d results; one transaction: %d, %d", rev, len(got), wantRev, len(want))
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("result %d: %+v, one transaction: %+v", i, got[i], want[i])
+				}
+			}
+		})
+	}
+}
+
+// A check is one state even when its goroutines' transactions straddle a
+// commit: every commit here moves all patients to the next version at
+// once, so a check that mixed two commits would answer two versions.
+func TestCheckConsentsInParallelIsOneRevision(t *testing.T) {
+	s := openTest(t)
+	nums := make([]string, 8*checkChunkMin)
+	for i := range nums {
+		nums[i] = TestNHSNumber(i)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var index uint64
+	var writeErr error
+	// Deferred, not at the end: a failing check must stop the writer
+	// before the store closes under it.
+	defer func() {
+		close(stop)
+		<-done
+		if writeErr != nil {
+			t.Error(writeErr)
+		}
+	}()
+	go func() {
+		defer close(done)
+		for round := 1; ; round++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			idx := make([]uint64, len(nums))
+			data := make([][]byte, len(nums))
+			for i, n := range nums {
+				index++
+				idx[i] = index
+				b, err := EncodeCommand(record(decision(n, "scr", []string{"dissent", "consent_core"}[round%2], round, fmt.Sprintf("%s-%d", n, round))))
+				if err != nil {
+					writeErr = err
+					return
+				}
+				data[i] = b
+			}
+			applyNow(s, idx, data)
+		}
+	}()
+	// Checked until enough commits landed during checks to have straddled
+	// some, however slow the machine.
+	const wantStates = 30
+	deadline := time.Now().Add(time.Minute)
+	checks, rounds := 0, map[uint64]bool{}
+	for len(rounds) < wantStates && time.Now().Before(deadline) {
+		rev, res, err := s.CheckConsents("scr", nums)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Version != res[0].Version {
+				t.Fatalf("check at revision %d answered version %d for %s and %d for %s: two states in one check", rev, res[0].Version, res[0].NHSNumber, r.Version, nums[i])
+			}
+		}
+		rounds[res[0].Version] = true
+		checks++
+	}
+	if len(rounds) < wantStates {
+		t.Fatalf("%d checks saw only %d states in a minute: commits did not land while checking, so the test proved nothing", checks, len(rounds))
+	}
+	t.Logf("%d checks over %d states", checks, len(rounds))
 }
