@@ -63,8 +63,23 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 	hlog := newHCLog(cfg.Logger, "raft")
 
 	var err error
+	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(raftDir, cfg.RetainSnapshots, hlog)
+	if err != nil {
+		return nil, fmt.Errorf("raftnode: open snapshot store: %w", err)
+	}
+	logPath := filepath.Join(raftDir, "raft.db")
+	var lastSnapshot uint64
+	if metas, err := n.snaps.List(); err == nil && len(metas) > 0 {
+		lastSnapshot = metas[0].Index
+	}
+	if st, err := prefetchLog(logPath, lastSnapshot); err != nil {
+		n.log.Warn("could not read the raft log ahead; starting without", "err", err)
+	} else if st.Entries > 0 {
+		n.log.Info("raft log after the last snapshot: read-ahead started", "after", lastSnapshot,
+			"entries", st.Entries, "bytes", st.Bytes, "took", st.Took.Round(time.Millisecond))
+	}
 	n.logStore, err = raftboltdb.New(raftboltdb.Options{
-		Path:   filepath.Join(raftDir, "raft.db"),
+		Path:   logPath,
 		NoSync: false, // an acknowledged write must be on disk on a quorum
 		BoltOptions: &bbolt.Options{
 			Timeout:        time.Second,
@@ -74,11 +89,6 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: open log store: %w", err)
-	}
-	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(raftDir, cfg.RetainSnapshots, hlog)
-	if err != nil {
-		n.logStore.Close()
-		return nil, fmt.Errorf("raftnode: open snapshot store: %w", err)
 	}
 	stream := cfg.StreamLayer
 	if stream == nil {
