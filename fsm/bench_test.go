@@ -207,8 +207,12 @@ func scaleNumbers(n int) []string {
 	return out
 }
 
+// buildColdRegister builds beside path and renames, so that an interrupted
+// build is not taken for a register on the next run.
 func buildColdRegister(b *testing.B, path string, nums []string) {
-	s, err := Open(Config{Path: path})
+	tmp := path + ".building"
+	os.Remove(tmp)
+	s, err := Open(Config{Path: tmp})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -229,6 +233,9 @@ func buildColdRegister(b *testing.B, path string, nums []string) {
 		applyNow(s, idx, data)
 	}
 	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		b.Fatal(err)
 	}
 }

@@ -16,7 +16,7 @@ import (
 // If a later raft-boltdb moved them, prefetchLog would find nothing to read
 // ahead and restarts would only be slower (TestPrefetchLogFindsEntries
 // says so on upgrade).
-var logBucket = []byte("logs")
+const logBucket = "logs"
 
 // prefetchStats says what prefetchLog asked the kernel to read.
 type prefetchStats struct {
@@ -68,7 +68,7 @@ func forEachLogRange(path string, after uint64, fn func(off, n int64) error) err
 	// transaction's values point into the map.
 	info := db.Info()
 	return db.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(logBucket)
+		b := tx.Bucket([]byte(logBucket))
 		if b == nil {
 			return nil
 		}
