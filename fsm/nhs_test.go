@@ -89,3 +89,25 @@ func TestTestNHSNumbersAreValidDistinctAndInTheTestRange(t *testing.T) {
 		seen[n] = true
 	}
 }
+
+func TestNHSNumbersFrom(t *testing.T) {
+	got := NHSNumbersFrom(900_000_000, 2000)
+	if len(got) != 2000 {
+		t.Fatalf("%d numbers, want 2000", len(got))
+	}
+	for i, n := range got {
+		if !referenceCheck(n) || n < "9000000000" || i > 0 && n <= got[i-1] {
+			t.Fatalf("number %d: %s (previous %s)", i, n, got[max(i-1, 0)])
+		}
+	}
+	// Nine digits run out: what is left is returned, never a ten-digit prefix.
+	end := NHSNumbersFrom(999_999_990, 20)
+	if len(end) == 0 || len(end) >= 10 {
+		t.Fatalf("%d numbers from the last ten prefixes", len(end))
+	}
+	for _, n := range end {
+		if len(n) != 10 || !referenceCheck(n) {
+			t.Fatalf("near the end: %s", n)
+		}
+	}
+}
