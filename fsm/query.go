@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -140,8 +139,11 @@ func (s *Store) checkInParallel(k *Kind, nhs []string, results []CheckResult, wo
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return 0, false, err
+	// The workers fail alike (a closed store, a corrupt record): one error says it.
+	for _, err := range errs {
+		if err != nil {
+			return 0, false, err
+		}
 	}
 	for _, r := range revs[1:] {
 		if r != revs[0] {

@@ -302,9 +302,19 @@ func TestCheckConsentsInParallelIsOneRevision(t *testing.T) {
 	deadline := time.Now().Add(time.Minute)
 	checks, rounds := 0, map[uint64]bool{}
 	for len(rounds) < wantStates && time.Now().Before(deadline) {
+		committed := s.AppliedIndex()
 		rev, res, err := s.CheckConsents("scr", nums)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// Never older than what was committed when the check began, and
+		// the answers are the state at the revision it reports: round r
+		// ends at index r*len(nums) with every patient at version r.
+		if rev < committed {
+			t.Fatalf("check at revision %d, below the %d committed before it began", rev, committed)
+		}
+		if want := rev / uint64(len(nums)); res[0].Version != want {
+			t.Fatalf("check at revision %d answered version %d, want %d", rev, res[0].Version, want)
 		}
 		for i, r := range res {
 			if r.Version != res[0].Version {
