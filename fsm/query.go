@@ -2,10 +2,12 @@ package fsm
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"math"
 	"sync"
 	"time"
@@ -96,6 +98,9 @@ func (s *Store) CheckConsents(kind string, nhs []string) (revision uint64, resul
 		}
 	}
 	results = make([]CheckResult, len(nhs))
+	if len(nhs) >= readAheadMin && !s.cfg.NoCheckReadAhead {
+		s.readAheadChecks(k, nhs)
+	}
 	if workers := min(s.cfg.CheckWorkers, len(nhs)/checkChunkMin); workers > 1 {
 		revision, same, err := s.checkInParallel(k, nhs, results, workers)
 		if err != nil {
@@ -113,6 +118,36 @@ func (s *Store) CheckConsents(kind string, nhs []string) (revision uint64, resul
 		return 0, nil, err
 	}
 	return revision, results, nil
+}
+
+// readAheadChecks reads ahead the pages a check's lookups will touch. It
+// holds its own read transaction and ends it before the lookups begin
+// theirs (see checkInParallel); a commit in between only means some of
+// the pages it read are superseded. A failure costs nothing but speed.
+func (s *Store) readAheadChecks(k *Kind, nhs []string) {
+	keys := make([][]byte, len(nhs))
+	for i, n := range nhs {
+		keys[i] = currentKey(n, k.Name)
+	}
+	var st readAheadStats
+	err := s.view(func(tx *bolt.Tx, _ uint64) error {
+		var err error
+		st, err = readAheadLookups(tx, tx.Bucket(bucketCurrent), keys)
+		return err
+	})
+	if err != nil {
+		// Once at Warn: a bbolt whose pages it does not understand would
+		// otherwise log it on every check.
+		level := slog.LevelDebug
+		if s.readAheadFailed.CompareAndSwap(false, true) {
+			level = slog.LevelWarn
+		}
+		s.log.Log(context.Background(), level, "fsm: check read-ahead failed; looking up without it", "err", err)
+		return
+	}
+	if st.Advised > 0 {
+		s.log.Debug("fsm: check read ahead", "numbers", len(nhs), "levels", st.Levels, "pages", st.Advised, "leaves", st.Leaves)
+	}
 }
 
 // checkChunkMin is the fewest numbers given to one goroutine of a check:

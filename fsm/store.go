@@ -42,6 +42,9 @@ type Config struct {
 	// than memory overlap; 0 means DefaultCheckWorkers, 1 looks them up
 	// one after another.
 	CheckWorkers int
+	// NoCheckReadAhead turns off reading a large check's pages ahead (see
+	// readahead.go); for comparing, as in BenchmarkCheckConsents1000Cold.
+	NoCheckReadAhead bool
 }
 
 const (
@@ -132,6 +135,9 @@ type Store struct {
 	// applied is the index of the last committed entry: what readers see
 	// and what a restart resumes from.
 	applied atomic.Uint64
+
+	// readAheadFailed is set once a check's read-ahead has failed and said so.
+	readAheadFailed atomic.Bool
 
 	// snaps are the snapshots not yet released; see abortIdleSnapshots.
 	snapMu sync.Mutex

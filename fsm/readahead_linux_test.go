@@ -1,0 +1,135 @@
+package fsm
+
+import (
+	"os"
+	"testing"
+	"time"
+	"unsafe"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// residentPages counts the pages of b (part of a map) in the page cache.
+func residentPages(t *testing.T, b []byte) int {
+	t.Helper()
+	vec := make([]byte, (len(b)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal(e)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
+}
+
+// On a register whose pages are not in memory, a check's read-ahead asks
+// for the pages its lookups need and the kernel reads them; once they are
+// resident it asks for nothing.
+func TestReadAheadReadsAColdRegister(t *testing.T) {
+	path, nums := readAheadRegister(t)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The build's pages are written and clean, and no process maps them:
+	// DONTNEED drops them from the page cache.
+	err = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Numbers spread over the register, as a practice's patients are.
+	var sample []string
+	for i := 0; i < len(nums); i += 20 {
+		sample = append(sample, nums[i])
+	}
+	keys := checkKeys(sample)
+
+	readAhead := func() readAheadStats {
+		t.Helper()
+		var st readAheadStats
+		err := s.view(func(tx *bolt.Tx, _ uint64) error {
+			var err error
+			st, err = readAheadLookups(tx, tx.Bucket(bucketCurrent), keys)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	// coldLeaves counts the keys' leaves not resident; it reads only branch
+	// pages (Bucket.Stats would read every page).
+	coldLeaves := func(depth int) (leaves, cold int) {
+		t.Helper()
+		err := s.view(func(tx *bolt.Tx, _ uint64) error {
+			b := tx.Bucket(bucketCurrent)
+			m, _, err := newMapView(tx, b)
+			if err != nil {
+				return err
+			}
+			ids, err := walkToLeaves(m, uint64(b.Root()), depth, keys, func([]uint64) error { return nil })
+			if err != nil {
+				return err
+			}
+			ids = distinct(ids)
+			for _, id := range ids {
+				pg, err := m.first(id)
+				if err != nil {
+					return err
+				}
+				cold += len(pg)/os.Getpagesize() - residentPages(t, pg)
+			}
+			leaves = len(ids)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaves, cold
+	}
+
+	var resident, pages int
+	s.view(func(tx *bolt.Tx, _ uint64) error {
+		m, _, err := newMapView(tx, tx.Bucket(bucketCurrent))
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole := unsafe.Slice((*byte)(m.base), m.size)
+		resident, pages = residentPages(t, whole), len(whole)/os.Getpagesize()
+		return nil
+	})
+	if resident > pages/10 {
+		t.Skipf("%d of %d pages stayed in memory after FADV_DONTNEED (tmpfs?): nothing cold to read ahead here", resident, pages)
+	}
+
+	st := readAhead()
+	if st.Levels != 1 || st.Leaves < 100 || st.Advised <= st.Leaves {
+		t.Fatalf("read-ahead of a cold register: %+v; want one branch level below the root, its pages and the leaves advised", st)
+	}
+	// The advice only queues the reads; they land soon after.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		leaves, cold := coldLeaves(st.Levels + 2)
+		if leaves != st.Leaves {
+			t.Fatalf("the keys lead to %d leaves, read-ahead said %d", leaves, st.Leaves)
+		}
+		if cold == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d leaves read ahead are still not resident", cold, leaves)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := readAhead(); st.Advised != 0 {
+		t.Fatalf("read-ahead of a resident register advised %d pages", st.Advised)
+	}
+}
