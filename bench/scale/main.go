@@ -45,6 +45,13 @@ type Config struct {
 	NodeFlags []string
 	Seed      uint64
 	MemLimit  int64 // bytes per node; 0 is no cap
+	// ChecksOnly starts the cluster kept in Dir by an earlier run of the
+	// same Patients and measures only the checks: the same register, read
+	// by another build or another setting.
+	ChecksOnly bool
+	// DropCaches empties the page cache before the checks-only cluster
+	// starts, so that every build starts from the same (cold) state.
+	DropCaches bool
 }
 
 // Validate names the first wrong flag.
@@ -73,6 +80,12 @@ func (c Config) Validate() error {
 	if c.MemLimit < 0 || (c.MemLimit > 0 && c.MemLimit < 32<<20) {
 		errs = append(errs, fmt.Errorf("-memory-limit-mib %d: 0 (no cap) or at least 32", c.MemLimit>>20))
 	}
+	if c.ChecksOnly && c.Dir == "" {
+		errs = append(errs, errors.New("-checks-only: needs the -dir an earlier run kept (-keep)"))
+	}
+	if c.DropCaches && (!c.ChecksOnly || os.Geteuid() != 0) {
+		errs = append(errs, errors.New("-drop-caches: only with -checks-only, as root"))
+	}
 	if c.PortBase < 1024 || c.PortBase > 65000 {
 		errs = append(errs, fmt.Errorf("-port-base %d: want 1024..65000", c.PortBase))
 	}
@@ -95,6 +108,8 @@ func main() {
 	flag.IntVar(&cfg.PortBase, "port-base", cfg.PortBase, "raft ports from here, gRPC +100, REST +200")
 	flag.StringVar(&nodeFlags, "node-flags", "", "extra consentd flags, space-separated (e.g. \"--snapshot-threshold 16384\")")
 	flag.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the patients checked")
+	flag.BoolVar(&cfg.ChecksOnly, "checks-only", false, "start the cluster an earlier run kept in -dir (same -patients) and only time checks")
+	flag.BoolVar(&cfg.DropCaches, "drop-caches", false, "with -checks-only: empty the page cache first, so every build starts cold (root)")
 	memMiB := flag.Int64("memory-limit-mib", 0, "cap each node's memory (page cache included) with a cgroup, to show the register on a small node (root)")
 	flag.Parse()
 	cfg.MemLimit = *memMiB << 20
@@ -139,6 +154,9 @@ func run(ctx context.Context, log *slog.Logger, cfg Config, out io.Writer) (err 
 	hc := &http.Client{Timeout: 30 * time.Second}
 	p := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
 
+	if cfg.ChecksOnly {
+		return checksOnly(ctx, hc, p, cfg, nodes)
+	}
 	p("consentd scale run: %d patients, %d writers, batch %d, data in %s", cfg.Patients, cfg.Conc, cfg.Batch, dir)
 	if cfg.MemLimit > 0 {
 		p("each node capped at %s of memory, page cache included (cgroup)", mib(cfg.MemLimit))
@@ -197,28 +215,10 @@ func run(ctx context.Context, log *slog.Logger, cfg Config, out io.Writer) (err 
 			nd.id, mib(d.Total), mib(d.Register), mib(d.Raft), mib(d.AccessLog), mib(d.Other), float64(d.Total)/float64(res.Decisions))
 	}
 
-	var follower *node
-	for _, nd := range nodes {
-		if nd != ld {
-			follower = nd
-			break
-		}
-	}
+	follower := followerOf(nodes, ld)
 	rng := rand.New(rand.NewPCG(cfg.Seed, 7))
-	p("\nconsents:check of %d numbers, linearizable, one call at a time (every answer checked against the load):", cfg.CheckSize)
-	for _, nd := range []*node{ld, follower} {
-		role := "leader  "
-		if nd == follower {
-			role = "follower"
-		}
-		if _, err := checks(ctx, hc, nd, nhs, max(cfg.Checks/10, 1), cfg.CheckSize, rng); err != nil { // warm-up
-			return err
-		}
-		l, err := checks(ctx, hc, nd, nhs, cfg.Checks, cfg.CheckSize, rng)
-		if err != nil {
-			return err
-		}
-		p("  %s %s  %s", role, nd.id, l)
+	if err := timeChecks(ctx, hc, p, cfg, ld, follower, nhs, rng); err != nil {
+		return err
 	}
 
 	// A follower restarted on its data: ready means it serves a
@@ -285,6 +285,72 @@ func run(ctx context.Context, log *slog.Logger, cfg Config, out io.Writer) (err 
 		p("  after it, %s answers %d checks of %d numbers correctly; %s", ld.id, l.N, cfg.CheckSize, l)
 	}
 	return nil
+}
+
+// followerOf is a node other than the leader.
+func followerOf(nodes []*node, ld *node) *node {
+	for _, nd := range nodes {
+		if nd != ld {
+			return nd
+		}
+	}
+	return nil
+}
+
+// timeChecks times cfg.Checks consents:check calls on the leader and then
+// on a follower, each after a tenth as many to warm up.
+func timeChecks(ctx context.Context, hc *http.Client, p func(string, ...any), cfg Config, ld, follower *node, nhs []string, rng *rand.Rand) error {
+	p("\nconsents:check of %d numbers, linearizable, one call at a time (every answer checked against the load):", cfg.CheckSize)
+	for _, nd := range []*node{ld, follower} {
+		role := "leader  "
+		if nd == follower {
+			role = "follower"
+		}
+		if _, err := checks(ctx, hc, nd, nhs, max(cfg.Checks/10, 1), cfg.CheckSize, rng); err != nil { // warm-up
+			return err
+		}
+		l, err := checks(ctx, hc, nd, nhs, cfg.Checks, cfg.CheckSize, rng)
+		if err != nil {
+			return err
+		}
+		p("  %s %s  %s", role, nd.id, l)
+	}
+	return nil
+}
+
+// checksOnly starts the three nodes on the data an earlier run kept and
+// times checks, as that run did after its load.
+func checksOnly(ctx context.Context, hc *http.Client, p func(string, ...any), cfg Config, nodes []*node) error {
+	for _, nd := range nodes {
+		if _, err := os.Stat(filepath.Join(nd.dir, "register.db")); err != nil {
+			return fmt.Errorf("-checks-only: %s has no register from an earlier run: %w", nd.id, err)
+		}
+	}
+	p("consentd scale checks: the %d-patient register kept in %s, %s", cfg.Patients, filepath.Dir(nodes[0].dir), cfg.Consentd)
+	if cfg.DropCaches {
+		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+			return fmt.Errorf("-drop-caches: %w", err)
+		}
+		p("page cache emptied before the nodes started")
+	}
+	start := time.Now()
+	for _, nd := range nodes {
+		if err := nd.start(); err != nil {
+			return err
+		}
+	}
+	if _, err := waitReady(ctx, hc, 10*time.Minute, nodes...); err != nil {
+		return err
+	}
+	if err := caughtUp(ctx, hc, nodes, 10*time.Minute); err != nil {
+		return err
+	}
+	p("cluster ready in %v", time.Since(start).Round(time.Millisecond))
+	ld, err := leader(ctx, hc, nodes)
+	if err != nil {
+		return err
+	}
+	return timeChecks(ctx, hc, p, cfg, ld, followerOf(nodes, ld), patients(cfg.Patients), rand.New(rand.NewPCG(cfg.Seed, 7)))
 }
 
 // caughtUp waits until every node has applied the leader's commit index.
