@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -80,13 +81,13 @@ func (s *Store) GetConsents(nhs string) (revision uint64, consents []Consent, er
 // CheckConsents returns one kind's state for each number, in request order,
 // all read at one revision.
 //
-// A large check is looked up by several goroutines, each in its own read
-// transaction, so that the page faults of a register larger than memory
-// overlap instead of queueing one behind another (one lookup can cost a
-// disk read per B+tree level). Their answers are used only when every
-// transaction saw the same applied index, which makes them one state; when
-// a commit fell between them the check is looked up again in a single
-// transaction, over the pages the first pass brought in.
+// A large check of a register larger than memory first has the pages its
+// lookups will touch read ahead, all at once (readahead.go), rather than
+// one page fault after another. It is then looked up by several
+// goroutines, each in its own read transaction. Their answers are used
+// only when every transaction saw the same applied index, which makes them
+// one state; when a commit fell between them the check is looked up again
+// in a single transaction, over the pages the first pass brought in.
 func (s *Store) CheckConsents(kind string, nhs []string) (revision uint64, results []CheckResult, err error) {
 	k, err := validateKind("kind", kind, s.reg.lookup)
 	if err != nil {
@@ -135,6 +136,9 @@ func (s *Store) readAheadChecks(k *Kind, nhs []string) {
 		st, err = readAheadLookups(tx, tx.Bucket(bucketCurrent), keys)
 		return err
 	})
+	if errors.Is(err, errClosed) {
+		return // the lookups will say so
+	}
 	if err != nil {
 		// Once at Warn: a bbolt whose pages it does not understand would
 		// otherwise log it on every check.

@@ -38,9 +38,8 @@ type Config struct {
 	// process; 0 means DefaultLockTimeout.
 	LockTimeout time.Duration
 	// CheckWorkers is how many goroutines may look up the numbers of one
-	// CheckConsents at once, so that the disk reads of a register larger
-	// than memory overlap; 0 means DefaultCheckWorkers, 1 looks them up
-	// one after another.
+	// CheckConsents at once (see DefaultCheckWorkers); 0 means
+	// DefaultCheckWorkers, 1 looks them up one after another.
 	CheckWorkers int
 	// NoCheckReadAhead turns off reading a large check's pages ahead (see
 	// readahead.go); for comparing, as in BenchmarkCheckConsents1000Cold.
@@ -52,10 +51,12 @@ const (
 	DefaultInitialMmapSize = 1 << 30
 	// DefaultLockTimeout is how long Open waits for another process to release the file.
 	DefaultLockTimeout = 10 * time.Second
-	// DefaultCheckWorkers is how many lookups of one check may wait on the
-	// disk at once: with 16, a 1,000-number check of a register whose pages
-	// were all on disk took 40-55% less time than one lookup after another
-	// (BenchmarkCheckConsents1000Cold).
+	// DefaultCheckWorkers is how many goroutines may look up one check's
+	// numbers: with 16, a 1,000-number check of a register whose pages were
+	// all on disk took 20-55% less time than one lookup after another
+	// (BenchmarkCheckConsents1000Cold). Not more, since a page fault holds
+	// its goroutine's P; the read-ahead (readahead.go) is what overlaps the
+	// disk reads now, and the workers spread a check's CPU over the cores.
 	DefaultCheckWorkers = 16
 	// SchemaVersion is the layout version stored in the meta bucket.
 	SchemaVersion = 1
