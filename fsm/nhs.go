@@ -65,10 +65,9 @@ func TestNHSNumber(i int) string {
 
 // NHSNumbersFrom returns up to n numbers in order that ValidateNHSNumber
 // accepts, whose first nine digits are first or above (first ≥ 100 000 000),
-// fewer if nine digits run out. For benchmarks
-// that need more numbers than the 999 test range holds (bench/scale loads
-// from 900 000 000, a block patients in England are not issued numbers
-// from): never for real patients.
+// fewer if nine digits run out. For benchmarks that need more numbers than
+// the 999 test range holds (bench/scale loads from 900 000 000, a block
+// patients in England are not issued numbers from): never for real patients.
 func NHSNumbersFrom(first, n int) []string {
 	out := make([]string, 0, n)
 	for base := first; len(out) < n && base <= 999_999_999; base++ {

@@ -183,17 +183,9 @@ func readAheadLookups(tx *bolt.Tx, b *bolt.Bucket, keys [][]byte) (readAheadStat
 	}
 	leaves = distinct(leaves)
 	st.Leaves = len(leaves)
-	for _, id := range leaves {
-		pg, err := m.first(id)
-		if err == nil {
-			err = willNeed(pg)
-		}
-		if err != nil {
-			return st, err
-		}
-		st.Advised++
-	}
-	return st, nil
+	n, err := adviseAll(m, leaves)
+	st.Advised += n
+	return st, err
 }
 
 // walkToLeaves returns the leaf page each key's lookup ends on, in a tree
@@ -307,14 +299,20 @@ func adviseIfCold(m mapView, level []uint64) (int, error) {
 	if !cold {
 		return 0, nil
 	}
-	for i, id := range level {
+	return adviseAll(m, level)
+}
+
+// adviseAll asks the kernel to read ids' first pages; it returns how many
+// it asked for.
+func adviseAll(m mapView, ids []uint64) (int, error) {
+	for i, id := range ids {
 		pg, err := m.first(id)
+		if err == nil {
+			err = willNeed(pg)
+		}
 		if err != nil {
 			return i, err
 		}
-		if err := willNeed(pg); err != nil {
-			return i, err
-		}
 	}
-	return len(level), nil
+	return len(ids), nil
 }

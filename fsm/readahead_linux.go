@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -11,13 +12,23 @@ import (
 // only limits what a fault reads around itself, not an explicit request.
 func willNeed(pg []byte) error { return unix.Madvise(pg, unix.MADV_WILLNEED) }
 
-// notResident reports whether pg's first page is not in the page cache
-// (mincore; x/sys/unix has no wrapper for it).
+// notResident reports whether pg's first page is not in the page cache.
 func notResident(pg []byte) (bool, error) {
-	var vec [1]byte
-	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(pg))), 1, uintptr(unsafe.Pointer(&vec[0])))
+	n, err := residentPages(pg[:min(len(pg), os.Getpagesize())])
+	return n == 0, err
+}
+
+// residentPages counts the pages of b, part of a map, that are in the page
+// cache (mincore; x/sys/unix has no wrapper for it).
+func residentPages(b []byte) (int, error) {
+	vec := make([]byte, (len(b)+os.Getpagesize()-1)/os.Getpagesize())
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
 	if e != 0 {
-		return false, e
+		return 0, e
 	}
-	return vec[0]&1 == 0, nil
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n, nil
 }

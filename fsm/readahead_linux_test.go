@@ -10,16 +10,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// residentPages counts the pages of b (part of a map) in the page cache.
-func residentPages(t *testing.T, b []byte) int {
+// countResident counts b's pages in the page cache.
+func countResident(t *testing.T, b []byte) int {
 	t.Helper()
-	vec := make([]byte, (len(b)+os.Getpagesize()-1)/os.Getpagesize())
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatal(e)
-	}
-	n := 0
-	for _, v := range vec {
-		n += int(v & 1)
+	n, err := residentPages(b)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return n
 }
@@ -85,7 +81,7 @@ func TestReadAheadReadsAColdRegister(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				cold += len(pg)/os.Getpagesize() - residentPages(t, pg)
+				cold += len(pg)/os.Getpagesize() - countResident(t, pg)
 			}
 			leaves = len(ids)
 			return nil
@@ -103,7 +99,7 @@ func TestReadAheadReadsAColdRegister(t *testing.T) {
 			t.Fatal(err)
 		}
 		whole := unsafe.Slice((*byte)(m.base), m.size)
-		resident, pages = residentPages(t, whole), len(whole)/os.Getpagesize()
+		resident, pages = countResident(t, whole), len(whole)/os.Getpagesize()
 		return nil
 	})
 	if resident > pages/10 {
