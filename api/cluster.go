@@ -34,9 +34,11 @@ func (c *clusterService) GetStatus(ctx context.Context, req *consentv1.GetStatus
 		return nil, c.s.grpcError(err)
 	}
 	st.StateDigest = digest
-	// The digest is taken at rev, which may be past the index raft reported
-	// a moment earlier; report the index the digest covers.
-	st.AppliedIndex = rev
+	// The digest is taken at rev, which may be past the index reported a
+	// moment earlier; report the index the digest covers. An earlier index
+	// above rev can only be rev carried over no-op entries (the register
+	// only ever moves forward), the same state, so it stands.
+	st.AppliedIndex = max(st.AppliedIndex, rev)
 	return st, nil
 }
 

@@ -89,6 +89,10 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 	if st.State != "leader" && !st.LastContact.IsZero() {
 		since = time.Since(st.LastContact).Seconds()
 	}
+	// From the register's own indexes: st.AppliedIndex may be carried past
+	// the handed index over no-op entries.
+	committed, handed, _ := m.n.applied.current()
+	commitLag := handed - min(committed, handed)
 	stats := m.n.raft.Stats()
 	num := func(k string) float64 {
 		v, _ := strconv.ParseFloat(stats[k], 64)
@@ -106,7 +110,7 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 		{"leader_ready", ready},
 		{"seconds_since_leader_contact", since},
 		{"fsm_pending", num("fsm_pending")},
-		{"register_commit_lag", float64(m.n.applied.handedIndex() - st.AppliedIndex)},
+		{"register_commit_lag", float64(commitLag)},
 		{"last_snapshot_index", num("last_snapshot_index")},
 		{"num_peers", num("num_peers")},
 	} {

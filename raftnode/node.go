@@ -319,6 +319,29 @@ func (n *Node) lastStateMachineEntry(index, floor uint64) uint64 {
 // AppliedIndex is the state machine's applied index.
 func (n *Node) AppliedIndex() uint64 { return n.applied.get() }
 
+// maxReadableScan bounds how many log entries readableIndex looks at; a gap
+// wider than that is a node still applying, whose register index is the
+// honest answer.
+const maxReadableScan = 8
+
+// ReadableIndex is the highest log index whose state a read here sees, given
+// the state machine's committed index: that index carried over the entries
+// raft never hands the state machine (a new leader's no-op, barriers) once
+// raft has dispatched them, as they change nothing. Without the carry an
+// idle cluster shows every node one entry behind its commit index after
+// each election, which reads as lag that is not there.
+func (n *Node) ReadableIndex(committed uint64) uint64 {
+	dispatched := n.raft.AppliedIndex()
+	if dispatched <= committed || dispatched-committed > maxReadableScan {
+		return committed
+	}
+	if n.lastStateMachineEntry(dispatched, committed) != committed {
+		// An entry the state machine has not committed yet.
+		return committed
+	}
+	return dispatched
+}
+
 // Leader returns the current leader's id and raft address, empty if unknown.
 func (n *Node) Leader() (id, addr string) {
 	a, i := n.raft.LeaderWithID()
@@ -337,7 +360,9 @@ type Status struct {
 	LeaderAddr  string
 	Term        uint64
 	CommitIndex uint64
-	// AppliedIndex is the state machine's, not raft's dispatch counter.
+	// AppliedIndex is the state machine's committed index, carried over
+	// the no-op entries after it (see ReadableIndex); not raft's dispatch
+	// counter, which runs ahead of what a read sees.
 	AppliedIndex uint64
 	LastLogIndex uint64
 	LastContact  time.Time
@@ -356,7 +381,7 @@ func (n *Node) Status() Status {
 		LeaderAddr:   string(leaderAddr),
 		Term:         term,
 		CommitIndex:  n.raft.CommitIndex(),
-		AppliedIndex: n.applied.get(),
+		AppliedIndex: n.ReadableIndex(n.applied.get()),
 		LastLogIndex: n.raft.LastIndex(),
 		LastContact:  n.raft.LastContact(),
 		Ready:        n.raft.State() == raft.Leader && n.confirmedTerm.Load() == term,

@@ -384,3 +384,40 @@ func TestCommitIntervalCommitsWithoutReaders(t *testing.T) {
 		t.Fatalf("committed %v", got)
 	}
 }
+
+// After an election on an idle cluster the commit index is the new leader's
+// no-op, which the state machine never sees; status must still show the
+// node caught up rather than one entry behind for as long as nobody writes.
+func TestStatusAppliedReachesCommitAfterElectionWithoutWrites(t *testing.T) {
+	n, sm := openSingle(t)
+	waitReady(t, n)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := n.Status()
+		if st.CommitIndex > 0 && st.AppliedIndex == st.CommitIndex {
+			if sm.AppliedIndex() >= st.CommitIndex {
+				t.Fatalf("state machine at %d, commit %d: the test needs a no-op entry past the state machine", sm.AppliedIndex(), st.CommitIndex)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status applied %d, commit %d, state machine %d: never caught up", st.AppliedIndex, st.CommitIndex, sm.AppliedIndex())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// An entry the state machine has not committed is not carried over.
+func TestStatusAppliedWaitsForTheStateMachine(t *testing.T) {
+	n, sm := openSingleCommitting(t, 10*time.Second)
+	waitReady(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := n.Apply(ctx, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	st := n.Status()
+	if st.AppliedIndex != sm.AppliedIndex() {
+		t.Fatalf("status applied %d with the state machine committed at %d and an applied entry uncommitted (commit %d)", st.AppliedIndex, sm.AppliedIndex(), st.CommitIndex)
+	}
+}

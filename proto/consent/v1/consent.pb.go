@@ -1813,9 +1813,11 @@ type GetStatusResponse struct {
 	LeaderId    string `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	Term        uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
 	CommitIndex uint64 `protobuf:"varint,5,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
-	// The last index the register has committed: what reads see here. It
-	// may trail the entries the node has applied by up to the commit
-	// interval (20 ms by default); with include_digest the node commits first.
+	// The last index the register has committed: what reads see here,
+	// carried over the entries that change nothing (a new leader's no-op),
+	// so an idle node that has everything shows commit_index. It may trail
+	// the entries the node has applied by up to the commit interval (20 ms
+	// by default); with include_digest the node commits first.
 	AppliedIndex uint64    `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	Members      []*Member `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
 	// True when the node runs without TLS.
