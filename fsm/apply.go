@@ -72,23 +72,37 @@ func (s *Store) applyLocked(indexes []uint64, data [][]byte, results []any) erro
 	if err != nil {
 		return err
 	}
+	// Decoded first, all of them, so that the read-ahead knows every key
+	// the batch will touch before the first lookup waits on the disk.
+	envs := make([]*commandv1.Envelope, len(indexes))
+	bad := make([]error, len(indexes))
 	last := applied
 	for i, idx := range indexes {
 		if idx <= last {
 			continue
 		}
 		last = idx
-		if data[i] == nil {
-			continue
+		if data[i] != nil {
+			envs[i], bad[i] = DecodeCommand(data[i])
 		}
-		res, err := s.applyEntry(b, idx, data[i])
-		if err != nil {
-			return fmt.Errorf("entry %d: %w", idx, err)
-		}
-		results[i] = res
 	}
 	if last == applied {
 		return nil
+	}
+	if !s.cfg.NoApplyReadAhead {
+		s.readAheadApply(indexes, envs)
+	}
+	for i, idx := range indexes {
+		switch {
+		case bad[i] != nil:
+			results[i] = &commandv1.Result{Code: commandv1.Result_CODE_INVALID_ARGUMENT, Message: bad[i].Error(), RaftIndex: idx}
+		case envs[i] != nil:
+			res, err := s.applyEntry(b, idx, envs[i])
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", idx, err)
+			}
+			results[i] = res
+		}
 	}
 	return b.meta.Put(keyAppliedIndex, u64Bytes(last))
 }
@@ -115,11 +129,7 @@ func openBuckets(tx *bolt.Tx) (*buckets, error) {
 
 // applyEntry applies one command. The error return is only for storage
 // failures; every rejection is a Result.
-func (s *Store) applyEntry(b *buckets, idx uint64, data []byte) (*commandv1.Result, error) {
-	env, err := DecodeCommand(data)
-	if err != nil {
-		return &commandv1.Result{Code: commandv1.Result_CODE_INVALID_ARGUMENT, Message: err.Error(), RaftIndex: idx}, nil
-	}
+func (s *Store) applyEntry(b *buckets, idx uint64, env *commandv1.Envelope) (*commandv1.Result, error) {
 	switch body := env.GetBody().(type) {
 	case *commandv1.Envelope_RecordDecision:
 		return s.applyRecordDecision(b, idx, body.RecordDecision)

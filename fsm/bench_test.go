@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	commandv1 "github.com/lmc-consent/consentd/proto/command/v1"
 )
 
@@ -154,21 +156,7 @@ func BenchmarkApplyRecordDecisions1000(b *testing.B) {
 //
 //	CONSENTD_BENCH_COLD_DB=/var/tmp/cold.db go test -run x -bench 1000Cold ./fsm
 func BenchmarkCheckConsents1000Cold(b *testing.B) {
-	path := os.Getenv("CONSENTD_BENCH_COLD_DB")
-	if path == "" || os.Geteuid() != 0 {
-		b.Skip("needs root and CONSENTD_BENCH_COLD_DB (a path for the register)")
-	}
-	patients := 3_000_000
-	if v := os.Getenv("CONSENTD_BENCH_COLD_PATIENTS"); v != "" {
-		var err error
-		if patients, err = strconv.Atoi(v); err != nil {
-			b.Fatal(err)
-		}
-	}
-	nums := NHSNumbersFrom(900_000_000, patients) // bench/scale's block
-	if _, err := os.Stat(path); err != nil {
-		buildColdRegister(b, path, nums)
-	}
+	path, nums := coldRegister(b)
 	// cache=warm reads the same register with its pages resident: what the
 	// read-ahead costs where it cannot help.
 	for _, bc := range []struct {
@@ -197,8 +185,8 @@ func BenchmarkCheckConsents1000Cold(b *testing.B) {
 					if _, _, err := s.CheckConsents("scr", q); err != nil {
 						b.Fatal(err)
 					}
-				} else if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
-					b.Fatal(err)
+				} else {
+					dropCaches(b)
 				}
 				b.StartTimer()
 				if _, _, err := s.CheckConsents("scr", q); err != nil {
@@ -206,6 +194,110 @@ func BenchmarkCheckConsents1000Cold(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// coldRegister is the path of the cold benchmarks' register, built on first
+// use, and the patients in it; it skips without root or a path.
+func coldRegister(b *testing.B) (path string, nums []string) {
+	path = os.Getenv("CONSENTD_BENCH_COLD_DB")
+	if path == "" || os.Geteuid() != 0 {
+		b.Skip("needs root and CONSENTD_BENCH_COLD_DB (a path for the register)")
+	}
+	patients := 3_000_000
+	if v := os.Getenv("CONSENTD_BENCH_COLD_PATIENTS"); v != "" {
+		var err error
+		if patients, err = strconv.Atoi(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	nums = NHSNumbersFrom(900_000_000, patients) // bench/scale's block
+	if _, err := os.Stat(path); err != nil {
+		buildColdRegister(b, path, nums)
+	}
+	return path, nums
+}
+
+func dropCaches(b *testing.B) {
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkApplyBatchCold applies one entry of 500 decisions, for patients
+// spread over a register of several million, with the page cache dropped
+// before each (cache=cold), as the second pass of a large load or a
+// follower replaying onto a register larger than memory does; cache=warm
+// has the batch's pages resident, which is what the read-ahead costs where
+// it cannot help. The same register and environment as
+// BenchmarkCheckConsents1000Cold:
+//
+//	CONSENTD_BENCH_COLD_DB=/var/tmp/cold.db go test -run x -bench ApplyBatchCold ./fsm
+//
+// It commits after each batch (untimed), so the register grows by 500
+// decisions an iteration.
+func BenchmarkApplyBatchCold(b *testing.B) {
+	path, nums := coldRegister(b)
+	tag := rand.Uint64() // request ids stay new across runs on a kept register
+	for _, bc := range []struct{ cold, readAhead bool }{
+		{true, false}, {true, true}, {false, false}, {false, true},
+	} {
+		cache := map[bool]string{true: "cold", false: "warm"}[bc.cold]
+		b.Run(fmt.Sprintf("cache=%s/readahead=%t", cache, bc.readAhead), func(b *testing.B) {
+			s, err := Open(Config{Path: path, NoApplyReadAhead: !bc.readAhead})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				picked := map[int]bool{}
+				var ds []*commandv1.RecordDecision
+				for len(ds) < 500 {
+					j := rand.IntN(len(nums))
+					if picked[j] {
+						continue
+					}
+					picked[j] = true
+					ds = append(ds, decision(nums[j], "scr", "dissent", 2, fmt.Sprintf("cold-%d-%x-%d", j, tag, i)))
+				}
+				env := &commandv1.Envelope{Body: &commandv1.Envelope_RecordDecisions{RecordDecisions: &commandv1.RecordDecisions{Decisions: ds}}}
+				data := [][]byte{encode(b, env)}
+				idx := []uint64{s.AppliedIndex() + 1}
+				if bc.cold {
+					dropCaches(b)
+				} else {
+					touchKeys(b, s, collectApplyKeys(idx, []*commandv1.Envelope{env}))
+				}
+				b.StartTimer()
+				res := s.Apply(idx, data)
+				b.StopTimer()
+				if r := res[0].(*commandv1.Result); r.GetCode() != commandv1.Result_CODE_OK {
+					b.Fatalf("apply: %v %s", r.GetCode(), r.GetMessage())
+				}
+				s.Commit()
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// touchKeys looks every key up, so that their pages are resident.
+func touchKeys(b *testing.B, s *Store, k *applyKeys) {
+	err := s.view(func(tx *bolt.Tx, _ uint64) error {
+		for name, keys := range map[string][][]byte{
+			string(bucketRequests): k.requests, string(bucketDecisionIDs): k.ids,
+			string(bucketCurrent): k.current, string(bucketDecisions): k.decisions,
+		} {
+			c := tx.Bucket([]byte(name)).Cursor()
+			for _, key := range keys {
+				c.Seek(key)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
 	}
 }
 

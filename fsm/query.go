@@ -2,13 +2,11 @@ package fsm
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"sync"
 	"time"
@@ -140,13 +138,7 @@ func (s *Store) readAheadChecks(k *Kind, nhs []string) {
 		return // the lookups will say so
 	}
 	if err != nil {
-		// Once at Warn: a bbolt whose pages it does not understand would
-		// otherwise log it on every check.
-		level := slog.LevelDebug
-		if s.readAheadFailed.CompareAndSwap(false, true) {
-			level = slog.LevelWarn
-		}
-		s.log.Log(context.Background(), level, "fsm: check read-ahead failed; looking up without it", "err", err)
+		s.readAheadFailedOnce("check", err)
 		return
 	}
 	if st.Advised > 0 {

@@ -44,6 +44,9 @@ type Config struct {
 	// NoCheckReadAhead turns off reading a large check's pages ahead (see
 	// readahead.go); for comparing, as in BenchmarkCheckConsents1000Cold.
 	NoCheckReadAhead bool
+	// NoApplyReadAhead turns off reading an apply batch's pages ahead (see
+	// readahead_apply.go); for comparing, as in BenchmarkApplyBatchCold.
+	NoApplyReadAhead bool
 }
 
 const (
@@ -137,7 +140,7 @@ type Store struct {
 	// and what a restart resumes from.
 	applied atomic.Uint64
 
-	// readAheadFailed is set once a check's read-ahead has failed and said so.
+	// readAheadFailed is set once a read-ahead has failed and said so.
 	readAheadFailed atomic.Bool
 
 	// snaps are the snapshots not yet released; see abortIdleSnapshots.
