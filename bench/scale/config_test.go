@@ -22,6 +22,7 @@ func TestConfigValidateNamesTheFlag(t *testing.T) {
 		{"-batch", func(c *Config) { c.Batch = 1001 }},
 		{"-check-size", func(c *Config) { c.CheckSize = 1001 }},
 		{"-checks-only", func(c *Config) { c.ChecksOnly = true }},
+		{"-wipe-only", func(c *Config) { c.WipeOnly = true }},
 		{"-drop-caches", func(c *Config) { c.DropCaches = true }},
 		{"-port-base", func(c *Config) { c.PortBase = 80 }},
 	} {

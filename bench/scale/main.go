@@ -49,8 +49,13 @@ type Config struct {
 	// same Patients and measures only the checks: the same register, read
 	// by another build or another setting.
 	ChecksOnly bool
-	// DropCaches empties the page cache before the checks-only cluster
-	// starts, so that every build starts from the same (cold) state.
+	// WipeOnly starts the cluster kept in Dir and times only a wiped
+	// follower's catch-up: the same snapshot and log after it, installed
+	// by another build.
+	WipeOnly bool
+	// DropCaches empties the page cache before the kept cluster starts
+	// (-checks-only, -wipe-only), so that every build starts from the same
+	// (cold) state.
 	DropCaches bool
 }
 
@@ -83,8 +88,11 @@ func (c Config) Validate() error {
 	if c.ChecksOnly && c.Dir == "" {
 		errs = append(errs, errors.New("-checks-only: needs the -dir an earlier run kept (-keep)"))
 	}
-	if c.DropCaches && (!c.ChecksOnly || os.Geteuid() != 0) {
-		errs = append(errs, errors.New("-drop-caches: only with -checks-only, as root"))
+	if c.WipeOnly && (c.Dir == "" || c.ChecksOnly) {
+		errs = append(errs, errors.New("-wipe-only: needs the -dir an earlier run kept (-keep), and not -checks-only"))
+	}
+	if c.DropCaches && (!(c.ChecksOnly || c.WipeOnly) || os.Geteuid() != 0) {
+		errs = append(errs, errors.New("-drop-caches: only with -checks-only or -wipe-only, as root"))
 	}
 	if c.PortBase < 1024 || c.PortBase > 65000 {
 		errs = append(errs, fmt.Errorf("-port-base %d: want 1024..65000", c.PortBase))
@@ -109,7 +117,8 @@ func main() {
 	flag.StringVar(&nodeFlags, "node-flags", "", "extra consentd flags, space-separated (e.g. \"--snapshot-threshold 16384\")")
 	flag.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the patients checked")
 	flag.BoolVar(&cfg.ChecksOnly, "checks-only", false, "start the cluster an earlier run kept in -dir (same -patients) and only time checks")
-	flag.BoolVar(&cfg.DropCaches, "drop-caches", false, "with -checks-only: empty the page cache first, so every build starts cold (root)")
+	flag.BoolVar(&cfg.WipeOnly, "wipe-only", false, "start the cluster an earlier run kept in -dir and only time a wiped follower's catch-up (it wipes that follower's data)")
+	flag.BoolVar(&cfg.DropCaches, "drop-caches", false, "with -checks-only or -wipe-only: empty the page cache first, so every build starts cold (root)")
 	memMiB := flag.Int64("memory-limit-mib", 0, "cap each node's memory (page cache included) with a cgroup, to show the register on a small node (root)")
 	flag.Parse()
 	cfg.MemLimit = *memMiB << 20
@@ -154,8 +163,8 @@ func run(ctx context.Context, log *slog.Logger, cfg Config, out io.Writer) (err 
 	hc := &http.Client{Timeout: 30 * time.Second}
 	p := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
 
-	if cfg.ChecksOnly {
-		return checksOnly(ctx, hc, p, cfg, nodes)
+	if cfg.ChecksOnly || cfg.WipeOnly {
+		return kept(ctx, hc, p, cfg, nodes)
 	}
 	p("consentd scale run: %d patients, %d writers, batch %d, data in %s", cfg.Patients, cfg.Conc, cfg.Batch, dir)
 	if cfg.MemLimit > 0 {
@@ -235,25 +244,9 @@ func run(ctx context.Context, log *slog.Logger, cfg Config, out io.Writer) (err 
 	}
 	p("\nfollower %s restart (SIGTERM, start, until /readyz is 200): %v", follower.id, time.Since(start).Round(time.Millisecond))
 
-	// A wiped follower: it gets the leader's snapshot and the log after it.
-	if err := follower.stop(time.Minute); err != nil {
+	if err := wipeFollower(ctx, hc, p, nodes, follower); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(follower.dir); err != nil {
-		return err
-	}
-	start = time.Now()
-	if err := follower.start(); err != nil {
-		return err
-	}
-	if _, err := waitReady(ctx, hc, 10*time.Minute, follower); err != nil {
-		return fmt.Errorf("wiped follower: %w", err)
-	}
-	if err := caughtUp(ctx, hc, nodes, 10*time.Minute); err != nil {
-		return err
-	}
-	p("wiped follower %s catch-up (start on an empty dir, until ready and applied to the leader's commit index): %v",
-		follower.id, time.Since(start).Round(time.Millisecond))
 	if l, err := checks(ctx, hc, follower, nhs, max(cfg.Checks/10, 1), cfg.CheckSize, rng); err != nil {
 		return fmt.Errorf("wiped follower after catch-up: %w", err)
 	} else {
@@ -318,15 +311,65 @@ func timeChecks(ctx context.Context, hc *http.Client, p func(string, ...any), cf
 	return nil
 }
 
-// checksOnly starts the three nodes on the data an earlier run kept and
-// times checks, as that run did after its load.
-func checksOnly(ctx context.Context, hc *http.Client, p func(string, ...any), cfg Config, nodes []*node) error {
-	for _, nd := range nodes {
-		if _, err := os.Stat(filepath.Join(nd.dir, "register.db")); err != nil {
-			return fmt.Errorf("-checks-only: %s has no register from an earlier run: %w", nd.id, err)
+// wipeFollower stops follower, deletes its data and starts it again under
+// the same id: it gets the leader's snapshot and the log after it. The
+// time is split where the follower's register first shows an index (the
+// snapshot restored), so the replay of the log after it is seen apart.
+func wipeFollower(ctx context.Context, hc *http.Client, p func(string, ...any), nodes []*node, follower *node) error {
+	if err := follower.stop(time.Minute); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(follower.dir); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := follower.start(); err != nil {
+		return err
+	}
+	var restored time.Duration
+	deadline := start.Add(10 * time.Minute)
+	for restored == 0 {
+		if st, err := follower.status(ctx, hc); err == nil && st.applied() > 0 {
+			restored = time.Since(start)
+			break
+		}
+		if time.Now().After(deadline) {
+			return errors.New("wiped follower: no snapshot restored within 10m")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	p("consentd scale checks: the %d-patient register kept in %s, %s", cfg.Patients, filepath.Dir(nodes[0].dir), cfg.Consentd)
+	if _, err := waitReady(ctx, hc, time.Until(deadline), follower); err != nil {
+		return fmt.Errorf("wiped follower: %w", err)
+	}
+	if err := caughtUp(ctx, hc, nodes, time.Until(deadline)); err != nil {
+		return err
+	}
+	total := time.Since(start)
+	p("wiped follower %s catch-up (start on an empty dir, until ready and applied to the leader's commit index): %v",
+		follower.id, total.Round(time.Millisecond))
+	p("  snapshot received and restored after %v, the log after it applied in %v",
+		restored.Round(100*time.Millisecond), (total - restored).Round(100*time.Millisecond))
+	return nil
+}
+
+// kept starts the three nodes on the data an earlier run kept and times
+// the checks (-checks-only) or a wiped follower's catch-up (-wipe-only), as
+// that run did.
+func kept(ctx context.Context, hc *http.Client, p func(string, ...any), cfg Config, nodes []*node) error {
+	for _, nd := range nodes {
+		if _, err := os.Stat(filepath.Join(nd.dir, "register.db")); err != nil {
+			return fmt.Errorf("%s has no register from an earlier run (-keep): %w", nd.id, err)
+		}
+	}
+	what := "checks"
+	if cfg.WipeOnly {
+		what = "wiped follower"
+	}
+	p("consentd scale %s: the %d-patient register kept in %s, %s", what, cfg.Patients, filepath.Dir(nodes[0].dir), cfg.Consentd)
 	if cfg.DropCaches {
 		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
 			return fmt.Errorf("-drop-caches: %w", err)
@@ -339,9 +382,9 @@ func checksOnly(ctx context.Context, hc *http.Client, p func(string, ...any), cf
 			return err
 		}
 	}
-	// Ready is enough: a check is linearizable, and caughtUp would wait
-	// for ever, as the new leader's no-op entry is applied by raft, not by
-	// the register, whose index the status reports.
+	// Ready is enough: a check is linearizable (and builds before dfb6c33
+	// never show the new leader's no-op entry applied, so caughtUp would
+	// wait for ever on them).
 	if _, err := waitReady(ctx, hc, 10*time.Minute, nodes...); err != nil {
 		return err
 	}
@@ -349,6 +392,9 @@ func checksOnly(ctx context.Context, hc *http.Client, p func(string, ...any), cf
 	ld, err := leader(ctx, hc, nodes)
 	if err != nil {
 		return err
+	}
+	if cfg.WipeOnly {
+		return wipeFollower(ctx, hc, p, nodes, followerOf(nodes, ld))
 	}
 	return timeChecks(ctx, hc, p, cfg, ld, followerOf(nodes, ld), patients(cfg.Patients), rand.New(rand.NewPCG(cfg.Seed, 7)))
 }
