@@ -322,6 +322,15 @@ func wipeFollower(ctx context.Context, hc *http.Client, p func(string, ...any), 
 	if err := os.RemoveAll(follower.dir); err != nil {
 		return err
 	}
+	// A node that lost its data joins again; started as it first was with
+	// --bootstrap (n1), it would found a one-node cluster of its own and
+	// lead it until the real leader's heartbeat reached it.
+	for _, nd := range nodes {
+		if nd != follower {
+			follower.joinThrough = nd.grpc
+			break
+		}
+	}
 	start := time.Now()
 	if err := follower.start(); err != nil {
 		return err
