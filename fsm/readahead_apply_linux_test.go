@@ -107,30 +107,11 @@ func waitResident(t *testing.T, s *Store, k *applyKeys) {
 			}{
 				{bucketRequests, k.requests}, {bucketDecisionIDs, k.ids}, {bucketCurrent, k.current}, {bucketDecisions, k.decisions},
 			} {
-				b := tx.Bucket(bk.name)
-				m, _, err := newMapView(tx, b)
+				l, c, err := coldLeaves(t, tx, tx.Bucket(bk.name), bk.keys, 0)
 				if err != nil {
 					return err
 				}
-				depth, _, err := probeLeaves(m, uint64(b.Root()), bk.keys[:1])
-				if err != nil {
-					return err
-				}
-				if depth < 2 {
-					continue
-				}
-				ids, err := walkToLeaves(m, uint64(b.Root()), depth, bk.keys, func([]uint64) error { return nil })
-				if err != nil {
-					return err
-				}
-				for _, id := range distinct(ids) {
-					pg, err := m.first(id)
-					if err != nil {
-						return err
-					}
-					cold += len(pg)/os.Getpagesize() - countResident(t, pg)
-					leaves++
-				}
+				leaves, cold = leaves+l, cold+c
 			}
 			return nil
 		})

@@ -20,6 +20,39 @@ func countResident(t *testing.T, b []byte) int {
 	return n
 }
 
+// coldLeaves counts the distinct leaves keys lead to in b and their pages
+// not resident; it reads only branch pages (Bucket.Stats would read every
+// page). depth 0 is found from the first key's path.
+func coldLeaves(t *testing.T, tx *bolt.Tx, b *bolt.Bucket, keys [][]byte, depth int) (leaves, cold int, err error) {
+	t.Helper()
+	m, _, err := newMapView(tx, b)
+	if err != nil {
+		return 0, 0, err
+	}
+	root := uint64(b.Root())
+	if depth == 0 {
+		if depth, _, err = probeLeaves(m, root, keys[:1]); err != nil {
+			return 0, 0, err
+		}
+	}
+	if depth < 2 {
+		return 0, 0, nil // the root is the only leaf
+	}
+	ids, err := walkToLeaves(m, root, depth, keys, func([]uint64) error { return nil })
+	if err != nil {
+		return 0, 0, err
+	}
+	ids = distinct(ids)
+	for _, id := range ids {
+		pg, err := m.first(id)
+		if err != nil {
+			return 0, 0, err
+		}
+		cold += len(pg)/os.Getpagesize() - countResident(t, pg)
+	}
+	return len(ids), cold, nil
+}
+
 // On a register whose pages are not in memory, a check's read-ahead asks
 // for the pages its lookups need and the kernel reads them; once they are
 // resident it asks for nothing.
@@ -61,37 +94,6 @@ func TestReadAheadReadsAColdRegister(t *testing.T) {
 		}
 		return st
 	}
-	// coldLeaves counts the keys' leaves not resident; it reads only branch
-	// pages (Bucket.Stats would read every page).
-	coldLeaves := func(depth int) (leaves, cold int) {
-		t.Helper()
-		err := s.view(func(tx *bolt.Tx, _ uint64) error {
-			b := tx.Bucket(bucketCurrent)
-			m, _, err := newMapView(tx, b)
-			if err != nil {
-				return err
-			}
-			ids, err := walkToLeaves(m, uint64(b.Root()), depth, keys, func([]uint64) error { return nil })
-			if err != nil {
-				return err
-			}
-			ids = distinct(ids)
-			for _, id := range ids {
-				pg, err := m.first(id)
-				if err != nil {
-					return err
-				}
-				cold += len(pg)/os.Getpagesize() - countResident(t, pg)
-			}
-			leaves = len(ids)
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return leaves, cold
-	}
-
 	var resident, pages int
 	s.view(func(tx *bolt.Tx, _ uint64) error {
 		m, _, err := newMapView(tx, tx.Bucket(bucketCurrent))
@@ -113,7 +115,15 @@ func TestReadAheadReadsAColdRegister(t *testing.T) {
 	// The advice only queues the reads; they land soon after.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		leaves, cold := coldLeaves(st.Levels + 2)
+		var leaves, cold int
+		err := s.view(func(tx *bolt.Tx, _ uint64) error {
+			var err error
+			leaves, cold, err = coldLeaves(t, tx, tx.Bucket(bucketCurrent), keys, st.Levels+2)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 		if leaves != st.Leaves {
 			t.Fatalf("the keys lead to %d leaves, read-ahead said %d", leaves, st.Leaves)
 		}
