@@ -267,7 +267,7 @@ func BenchmarkApplyBatchCold(b *testing.B) {
 				if bc.cold {
 					dropCaches(b)
 				} else {
-					touchKeys(b, s, collectApplyKeys(idx, []*commandv1.Envelope{env}))
+					touchKeys(b, s, collectApplyKeys(idx, []*commandv1.Envelope{env}, -1))
 				}
 				b.StartTimer()
 				res := s.Apply(idx, data)
@@ -285,12 +285,9 @@ func BenchmarkApplyBatchCold(b *testing.B) {
 // touchKeys looks every key up, so that their pages are resident.
 func touchKeys(b *testing.B, s *Store, k *applyKeys) {
 	err := s.view(func(tx *bolt.Tx, _ uint64) error {
-		for name, keys := range map[string][][]byte{
-			string(bucketRequests): k.requests, string(bucketDecisionIDs): k.ids,
-			string(bucketCurrent): k.current, string(bucketDecisions): k.decisions,
-		} {
-			c := tx.Bucket([]byte(name)).Cursor()
-			for _, key := range keys {
+		for _, bk := range k.buckets() {
+			c := tx.Bucket(bk.name).Cursor()
+			for _, key := range bk.keys {
 				c.Seek(key)
 			}
 		}

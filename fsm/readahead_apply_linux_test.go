@@ -69,7 +69,7 @@ func TestApplyReadAheadSparesTheFaults(t *testing.T) {
 			s.readAheadApply(indexes, envs)
 			s.mu.RUnlock()
 			s.txMu.Unlock()
-			waitResident(t, s, collectApplyKeys(indexes, envs))
+			waitResident(t, s, collectApplyKeys(indexes, envs, -1))
 		}
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
@@ -101,12 +101,7 @@ func waitResident(t *testing.T, s *Store, k *applyKeys) {
 	for {
 		cold, leaves := 0, 0
 		err := s.view(func(tx *bolt.Tx, _ uint64) error {
-			for _, bk := range []struct {
-				name []byte
-				keys [][]byte
-			}{
-				{bucketRequests, k.requests}, {bucketDecisionIDs, k.ids}, {bucketCurrent, k.current}, {bucketDecisions, k.decisions},
-			} {
+			for _, bk := range k.buckets() {
 				l, c, err := coldLeaves(t, tx, tx.Bucket(bk.name), bk.keys, 0)
 				if err != nil {
 					return err

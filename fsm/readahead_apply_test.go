@@ -32,7 +32,7 @@ func TestApplyReadAheadKeysAreWhatApplyWrites(t *testing.T) {
 	single := decision(TestNHSNumber(900), "gp_secondary_use", "dissent", 1, "single")
 	indexes := []uint64{1, 2, 3}
 	envs := []*commandv1.Envelope{batch(ds...), nil, record(single)}
-	k := collectApplyKeys(indexes, envs)
+	k := collectApplyKeys(indexes, envs, -1)
 	if len(k.requests) != len(ds)+1 {
 		t.Fatalf("%d keys collected for %d decisions", len(k.requests), len(ds)+1)
 	}
@@ -43,12 +43,7 @@ func TestApplyReadAheadKeysAreWhatApplyWrites(t *testing.T) {
 		}
 	}
 	err := s.view(func(tx *bolt.Tx, _ uint64) error {
-		for _, bk := range []struct {
-			name []byte
-			keys [][]byte
-		}{
-			{bucketRequests, k.requests}, {bucketDecisionIDs, k.ids}, {bucketCurrent, k.current}, {bucketDecisions, k.decisions},
-		} {
+		for _, bk := range k.buckets() {
 			b := tx.Bucket(bk.name)
 			for _, key := range bk.keys {
 				if b.Get(key) == nil {
