@@ -326,15 +326,31 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func waitReady(t *testing.T, n *Node) {
+// eventually polls cond until it returns nil, failing the test with its
+// last error once timeout has passed.
+func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !n.Status().Ready {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("leader never confirmed its term")
+			t.Fatal(err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func waitReady(t *testing.T, n *Node) {
+	t.Helper()
+	eventually(t, 5*time.Second, func() error {
+		if !n.Status().Ready {
+			return errors.New("leader never confirmed its term")
+		}
+		return nil
+	})
 }
 
 // A write is acknowledged once applied, before the state machine commits;
@@ -391,19 +407,15 @@ func TestCommitIntervalCommitsWithoutReaders(t *testing.T) {
 func TestStatusAppliedReachesCommitAfterElectionWithoutWrites(t *testing.T) {
 	n, sm := openSingle(t)
 	waitReady(t, n)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		st := n.Status()
-		if st.CommitIndex > 0 && st.AppliedIndex == st.CommitIndex {
-			if sm.AppliedIndex() >= st.CommitIndex {
-				t.Fatalf("state machine at %d, commit %d: the test needs a no-op entry past the state machine", sm.AppliedIndex(), st.CommitIndex)
-			}
-			return
+	var st Status
+	eventually(t, 5*time.Second, func() error {
+		if st = n.Status(); st.CommitIndex == 0 || st.AppliedIndex != st.CommitIndex {
+			return fmt.Errorf("status applied %d, commit %d, state machine %d: never caught up", st.AppliedIndex, st.CommitIndex, sm.AppliedIndex())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status applied %d, commit %d, state machine %d: never caught up", st.AppliedIndex, st.CommitIndex, sm.AppliedIndex())
-		}
-		time.Sleep(10 * time.Millisecond)
+		return nil
+	})
+	if sm.AppliedIndex() >= st.CommitIndex {
+		t.Fatalf("state machine at %d, commit %d: the test needs a no-op entry past the state machine", sm.AppliedIndex(), st.CommitIndex)
 	}
 }
 
