@@ -112,6 +112,8 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 		{"fsm_pending", num("fsm_pending")},
 		{"register_commit_lag", float64(commitLag)},
 		{"last_snapshot_index", num("last_snapshot_index")},
+		// What the byte-based snapshot triggers go by (Config.SnapshotLogBytes).
+		{"log_bytes_since_snapshot", float64(max(m.n.adapter.sinceSnapshot.Load(), 0))},
 		{"num_peers", num("num_peers")},
 	} {
 		ch <- prometheus.MustNewConstMetric(m.gauges, prometheus.GaugeValue, g.v, g.stat)

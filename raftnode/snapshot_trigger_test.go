@@ -3,6 +3,7 @@ package raftnode
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -26,6 +27,69 @@ func TestSnapshotDue(t *testing.T) {
 			t.Errorf("%s: snapshotDue(%d, %d) = %v, want %v", tc.name, tc.logBytes, tc.size, got, tc.want)
 		}
 	}
+}
+
+func TestQuietSnapshotDue(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name     string
+		logBytes int64
+		quietFor time.Duration
+		after    time.Duration
+		want     bool
+	}{
+		{"quiet long enough, log at the floor", 64 * mib, 30 * time.Second, 30 * time.Second, true},
+		{"quiet long enough, log below the floor", 64*mib - 1, time.Hour, 30 * time.Second, false},
+		{"writes still coming", 640 * mib, 29 * time.Second, 30 * time.Second, false},
+		{"turned off", 640 * mib, time.Hour, -1, false},
+		{"negative (never)", -1, time.Hour, 30 * time.Second, false},
+	} {
+		if got := quietSnapshotDue(tc.logBytes, tc.quietFor, 64*mib, tc.after); got != tc.want {
+			t.Errorf("%s: quietSnapshotDue(%d, %v, after %v) = %v, want %v", tc.name, tc.logBytes, tc.quietFor, tc.after, got, tc.want)
+		}
+	}
+}
+
+// A register far larger than the log, so that neither the size rule nor
+// raft's entry count asks for a snapshot: once writes stop, the quiet rule
+// must take one, so that what a burst left is not replayed by every
+// restart and every rebuilt follower.
+func TestSnapshotWhenQuiet(t *testing.T) {
+	sm := &memSM{size: 1 << 40}
+	n, err := Open(Config{
+		ID: "a", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0",
+		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond,
+		SnapshotThreshold:  1 << 40, SnapshotLogBytes: 1 << 20, SnapshotWhenQuiet: time.Second,
+	}, sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown(context.Background()) })
+	if err := n.Bootstrap(); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	entry := bytes.Repeat([]byte("q"), 64<<10)
+	for i := range 20 { // 1.25 MiB
+		if _, err := n.Apply(ctx, entry); err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+	}
+	last := n.raft.LastIndex()
+	eventually(t, 20*time.Second, func() error {
+		metas, err := n.snaps.List()
+		if err != nil {
+			return err
+		}
+		if len(metas) == 0 || metas[0].Index < last {
+			return fmt.Errorf("no snapshot of the burst (to index %d) after the log went quiet (%d bytes since the last)",
+				last, n.adapter.sinceSnapshot.Load())
+		}
+		return nil
+	})
 }
 
 // Raft's entry threshold is out of reach here; a snapshot must still come

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -195,6 +197,58 @@ func (nd *node) status(ctx context.Context, hc *http.Client) (nodeStatus, error)
 		return st, fmt.Errorf("%s status: HTTP %d", nd.id, resp.StatusCode)
 	}
 	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// raftStats are the consentd_raft gauges the benchmark reads.
+type raftStats struct {
+	LastSnapshot          uint64 // index of the newest snapshot
+	LogBytesSinceSnapshot uint64 // what the byte-based snapshot triggers go by
+}
+
+// raftStats reads the node's consentd_raft gauges from its metrics.
+func (nd *node) raftStats(ctx context.Context, hc *http.Client) (raftStats, error) {
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+nd.http+"/metrics", nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return raftStats{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return raftStats{}, fmt.Errorf("%s metrics: HTTP %d", nd.id, resp.StatusCode)
+	}
+	return parseRaftStats(resp.Body)
+}
+
+// parseRaftStats reads the gauges of raftStats from a Prometheus text
+// exposition; each must be there.
+func parseRaftStats(r io.Reader) (raftStats, error) {
+	var st raftStats
+	want := map[string]*uint64{
+		`consentd_raft{stat="last_snapshot_index"} `:      &st.LastSnapshot,
+		`consentd_raft{stat="log_bytes_since_snapshot"} `: &st.LogBytesSinceSnapshot,
+	}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		for name, dst := range want {
+			v, ok := strings.CutPrefix(sc.Text(), name)
+			if !ok {
+				continue
+			}
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return st, fmt.Errorf("%s%q: %w", name, v, err)
+			}
+			*dst = uint64(f)
+			delete(want, name)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return st, err
+	}
+	for name := range want {
+		return st, fmt.Errorf("no %sin the metrics", name)
+	}
+	return st, nil
 }
 
 func (st nodeStatus) applied() uint64 { v, _ := strconv.ParseUint(st.AppliedIndex, 10, 64); return v }

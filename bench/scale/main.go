@@ -32,19 +32,24 @@ import (
 
 // Config is one scale run.
 type Config struct {
-	Consentd  string        // binary
-	Patients  int           // register size
-	Conc      int           // concurrent writers
-	Batch     int           // decisions per write call; 1 is one RecordDecision each
-	Idle      time.Duration // wait before the idle memory reading
-	Checks    int           // consents:check calls per node measured
-	CheckSize int           // numbers per consents:check call
-	Dir       string        // data dirs; "" is a temporary dir removed at the end
-	Keep      bool
-	PortBase  int
-	NodeFlags []string
-	Seed      uint64
-	MemLimit  int64 // bytes per node; 0 is no cap
+	Consentd string        // binary
+	Patients int           // register size
+	Conc     int           // concurrent writers
+	Batch    int           // decisions per write call; 1 is one RecordDecision each
+	Idle     time.Duration // wait before the idle memory reading
+	// WaitSnapshot bounds the wait after the load until every node's log
+	// since its last snapshot is below the default --snapshot-log-mib (a
+	// node snapshots once its log goes quiet), so the checks and restarts
+	// measure the settled register; 0 skips the wait.
+	WaitSnapshot time.Duration
+	Checks       int    // consents:check calls per node measured
+	CheckSize    int    // numbers per consents:check call
+	Dir          string // data dirs; "" is a temporary dir removed at the end
+	Keep         bool
+	PortBase     int
+	NodeFlags    []string
+	Seed         uint64
+	MemLimit     int64 // bytes per node; 0 is no cap
 	// ChecksOnly starts the cluster kept in Dir by an earlier run of the
 	// same Patients and measures only the checks: the same register, read
 	// by another build or another setting.
@@ -79,6 +84,9 @@ func (c Config) Validate() error {
 	if c.Checks < 1 || c.CheckSize < 1 || c.CheckSize > 1000 {
 		errs = append(errs, fmt.Errorf("-checks %d -check-size %d: want at least one call of 1..1000 numbers", c.Checks, c.CheckSize))
 	}
+	if c.WaitSnapshot < 0 {
+		errs = append(errs, fmt.Errorf("-wait-snapshot %v: negative", c.WaitSnapshot))
+	}
 	if c.Idle < 0 {
 		errs = append(errs, fmt.Errorf("-idle %v: negative", c.Idle))
 	}
@@ -101,7 +109,8 @@ func (c Config) Validate() error {
 }
 
 func main() {
-	cfg := Config{Patients: 1_000_000, Conc: 8, Batch: 500, Idle: 30 * time.Second, Checks: 200, CheckSize: 1000,
+	cfg := Config{Patients: 1_000_000, Conc: 8, Batch: 500, Idle: 30 * time.Second, WaitSnapshot: 10 * time.Minute,
+		Checks: 200, CheckSize: 1000,
 		PortBase: 27000, Seed: 1}
 	var nodeFlags string
 	flag.StringVar(&cfg.Consentd, "consentd", "", "consentd binary (required)")
@@ -109,6 +118,7 @@ func main() {
 	flag.IntVar(&cfg.Conc, "conc", cfg.Conc, "concurrent write calls")
 	flag.IntVar(&cfg.Batch, "batch", cfg.Batch, "decisions per write call (1: RecordDecision; more: RecordDecisions)")
 	flag.DurationVar(&cfg.Idle, "idle", cfg.Idle, "quiet time after the load before the idle memory reading")
+	flag.DurationVar(&cfg.WaitSnapshot, "wait-snapshot", cfg.WaitSnapshot, "after the idle reading, wait up to this long until every node has less than 64 MiB of log since its last snapshot (consentd snapshots a quiet log, --snapshot-when-quiet), so checks and restarts meet a settled register; 0 skips the wait (builds before it)")
 	flag.IntVar(&cfg.Checks, "checks", cfg.Checks, "consents:check calls timed on the leader and on a follower")
 	flag.IntVar(&cfg.CheckSize, "check-size", cfg.CheckSize, "NHS numbers per consents:check call")
 	flag.StringVar(&cfg.Dir, "dir", "", "where the nodes keep their data (default: a temporary dir, removed afterwards)")
@@ -204,6 +214,11 @@ func run(ctx context.Context, log *slog.Logger, cfg Config, out io.Writer) (err 
 	if err := caughtUp(ctx, hc, nodes, 5*time.Minute); err != nil {
 		return err
 	}
+	loadEnd := time.Now()
+	loaded, err := ld.status(ctx, hc)
+	if err != nil {
+		return err
+	}
 	p("\nmemory after load:")
 	printMemory(out, nodes)
 	log.Info("idle", "for", cfg.Idle)
@@ -214,6 +229,17 @@ func run(ctx context.Context, log *slog.Logger, cfg Config, out io.Writer) (err 
 	}
 	p("memory after %v idle:", cfg.Idle)
 	printMemory(out, nodes)
+	if cfg.WaitSnapshot > 0 {
+		sts, err := settled(ctx, hc, nodes, cfg.WaitSnapshot)
+		if err != nil {
+			p("\nsnapshots not settled: %v", err)
+		} else {
+			p("\nsnapshots settled %v after the load ended (index %d):", time.Since(loadEnd).Round(time.Second), loaded.commit())
+		}
+		for i, st := range sts {
+			p("  %s  last snapshot at index %d, %s of log after it", nodes[i].id, st.LastSnapshot, mib(int64(st.LogBytesSinceSnapshot)))
+		}
+	}
 	p("\ndisk per node (allocated blocks):")
 	for _, nd := range nodes {
 		d, err := nd.diskUsage()
@@ -435,6 +461,39 @@ func caughtUp(ctx context.Context, hc *http.Client, nodes []*node, timeout time.
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// settledLogBytes is consentd's default --snapshot-log-mib: with less log
+// than that since its last snapshot a node takes no further snapshot.
+const settledLogBytes = 64 << 20
+
+// settled waits until no node has a snapshot to take: each has less than
+// settledLogBytes of log since its last one. It returns what each reported
+// last.
+func settled(ctx context.Context, hc *http.Client, nodes []*node, timeout time.Duration) ([]raftStats, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		sts := make([]raftStats, len(nodes))
+		pending := 0
+		for i, nd := range nodes {
+			st, err := nd.raftStats(ctx, hc)
+			if err != nil || st.LogBytesSinceSnapshot >= settledLogBytes {
+				pending++
+			}
+			sts[i] = st
+		}
+		if pending == 0 {
+			return sts, nil
+		}
+		if time.Now().After(deadline) {
+			return sts, fmt.Errorf("%d of %d nodes still have %s or more of log to snapshot after %v", pending, len(nodes), mib(settledLogBytes), timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return sts, ctx.Err()
+		case <-time.After(time.Second):
 		}
 	}
 }

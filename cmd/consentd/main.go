@@ -101,6 +101,7 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		logFormat     = fs.String("log-format", "text", "text or json")
 		snapThreshold = fs.Uint64("snapshot-threshold", 8192, "log entries between snapshots")
 		snapLogMiB    = fs.Uint64("snapshot-log-mib", 64, "also snapshot once the log since the last snapshot holds this many MiB of commands (or an eighth of the register's size, if more): bounds what a restart reads")
+		snapQuiet     = fs.Duration("snapshot-when-quiet", 30*time.Second, "also snapshot once no write has come for this long and the log since the last snapshot holds --snapshot-log-mib, so a burst (a bulk load) leaves no long log for a restart or a rebuilt follower to replay; 0 turns it off")
 		trailingLogs  = fs.Uint64("trailing-logs", 10240, "log entries kept after a snapshot")
 		snapInterval  = fs.Duration("snapshot-interval", 30*time.Second, "how often to check --snapshot-threshold (raft adds up to the same again at random)")
 		heartbeat     = fs.Duration("heartbeat-timeout", time.Second, "raft heartbeat timeout")
@@ -136,6 +137,10 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "consentd: --snapshot-log-mib %d must be 1..1048576\n", *snapLogMiB)
 		return 2
 	}
+	if *snapQuiet < 0 {
+		fmt.Fprintf(stderr, "consentd: --snapshot-when-quiet %v must not be negative (0 turns it off)\n", *snapQuiet)
+		return 2
+	}
 	tlsSrc, peerSrc, err := loadTLS(logger, *clusterName, pki.Files{CA: *caFile, Cert: *certFile, Key: *keyFile},
 		pki.Files{CA: *peerCAFile, Cert: *peerCertFile, Key: *peerKeyFile}, *insecure)
 	if err != nil {
@@ -156,6 +161,10 @@ func runNode(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.Raft.SnapshotThreshold = *snapThreshold
 	cfg.Raft.SnapshotLogBytes = *snapLogMiB << 20
+	cfg.Raft.SnapshotWhenQuiet = *snapQuiet
+	if *snapQuiet == 0 {
+		cfg.Raft.SnapshotWhenQuiet = -1 // raftnode's zero means its default
+	}
 	cfg.Raft.TrailingLogs = *trailingLogs
 	cfg.Raft.SnapshotInterval = *snapInterval
 	cfg.Raft.CommitInterval = *commitEvery

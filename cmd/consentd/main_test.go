@@ -27,6 +27,7 @@ func TestRunRefusesBadStarts(t *testing.T) {
 		{"stray argument", []string{"--id", "n1", "extra"}, nil, 2, "unexpected argument"},
 		{"bad log level", []string{"--id", "n1", "--data-dir", "x", "--insecure", "--log-level", "loud"}, nil, 2, "--log-level"},
 		{"zero snapshot log", []string{"--id", "n1", "--data-dir", "x", "--insecure", "--snapshot-log-mib", "0"}, nil, 2, "--snapshot-log-mib 0 must be"},
+		{"negative quiet snapshot", []string{"--id", "n1", "--data-dir", "x", "--insecure", "--snapshot-when-quiet", "-1s"}, nil, 2, "--snapshot-when-quiet -1s must not be negative"},
 		{"dev bad nodes", []string{"dev", "--nodes", "0"}, nil, 2, "--nodes must be"},
 		{"help", []string{"--help"}, nil, 0, "CONSENTD_"},
 	} {
