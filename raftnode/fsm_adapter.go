@@ -63,6 +63,10 @@ type fsmAdapter struct {
 	// snapshot or restore, including entries replayed after a restart (they
 	// are still in the log after the snapshot, and a restart reads them).
 	sinceSnapshot atomic.Int64
+	// writingSnapshots counts snapshots captured and not yet released by
+	// raft: sinceSnapshot restarts at the capture, but the snapshot is still
+	// being written (a minute at ten million patients).
+	writingSnapshots atomic.Int32
 	// want asks the committer for a commit now (a reader is waiting).
 	want chan struct{}
 	// commitSeconds times commits by what asked for them.
@@ -202,7 +206,8 @@ func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fsmSnapshot{w: w}, nil
+	a.writingSnapshots.Add(1)
+	return &fsmSnapshot{w: w, writing: &a.writingSnapshots}, nil
 }
 
 func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
@@ -219,7 +224,11 @@ func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-type fsmSnapshot struct{ w io.WriterTo }
+type fsmSnapshot struct {
+	w        io.WriterTo
+	writing  *atomic.Int32
+	released sync.Once
+}
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if _, err := s.w.WriteTo(sink); err != nil {
@@ -230,9 +239,12 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *fsmSnapshot) Release() {
-	if c, ok := s.w.(io.Closer); ok {
-		c.Close()
-	}
+	s.released.Do(func() {
+		s.writing.Add(-1)
+		if c, ok := s.w.(io.Closer); ok {
+			c.Close()
+		}
+	})
 }
 
 // appliedIndex lets many readers wait for the state machine to reach an

@@ -106,3 +106,30 @@ func TestReplayBelowTheCommitNeverSpins(t *testing.T) {
 		t.Fatal("ApplyBatch of a replay below the committed index never returned")
 	}
 }
+
+// A snapshot counts as being written from its capture, when the bytes since
+// the last one restart, until raft releases it, once however often.
+func TestSnapshotsBeingWritten(t *testing.T) {
+	a := newFSMAdapter(&recordingSM{})
+	a.sinceSnapshot.Store(1 << 20)
+	s1, err := a.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := a.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.writingSnapshots.Load(); got != 2 || a.sinceSnapshot.Load() != 0 {
+		t.Fatalf("after two captures: %d being written, %d bytes since; want 2, 0", got, a.sinceSnapshot.Load())
+	}
+	s1.Release()
+	s1.Release()
+	if got := a.writingSnapshots.Load(); got != 1 {
+		t.Fatalf("after one release (twice): %d being written, want 1", got)
+	}
+	s2.Release()
+	if got := a.writingSnapshots.Load(); got != 0 {
+		t.Fatalf("after both releases: %d being written, want 0", got)
+	}
+}

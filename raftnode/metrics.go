@@ -114,6 +114,7 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 		{"last_snapshot_index", num("last_snapshot_index")},
 		// What the byte-based snapshot triggers go by (Config.SnapshotLogBytes).
 		{"log_bytes_since_snapshot", float64(max(m.n.adapter.sinceSnapshot.Load(), 0))},
+		{"snapshots_being_written", float64(m.n.adapter.writingSnapshots.Load())},
 		{"num_peers", num("num_peers")},
 	} {
 		ch <- prometheus.MustNewConstMetric(m.gauges, prometheus.GaugeValue, g.v, g.stat)

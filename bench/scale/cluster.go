@@ -203,6 +203,7 @@ func (nd *node) status(ctx context.Context, hc *http.Client) (nodeStatus, error)
 type raftStats struct {
 	LastSnapshot          uint64 // index of the newest snapshot
 	LogBytesSinceSnapshot uint64 // what the byte-based snapshot triggers go by
+	SnapshotsBeingWritten uint64 // captured, still being written
 }
 
 // raftStats reads the node's consentd_raft gauges from its metrics.
@@ -226,6 +227,7 @@ func parseRaftStats(r io.Reader) (raftStats, error) {
 	want := map[string]*uint64{
 		`consentd_raft{stat="last_snapshot_index"} `:      &st.LastSnapshot,
 		`consentd_raft{stat="log_bytes_since_snapshot"} `: &st.LogBytesSinceSnapshot,
+		`consentd_raft{stat="snapshots_being_written"} `:  &st.SnapshotsBeingWritten,
 	}
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {

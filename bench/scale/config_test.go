@@ -36,14 +36,16 @@ func TestConfigValidateNamesTheFlag(t *testing.T) {
 }
 
 func TestParseRaftStats(t *testing.T) {
-	both := "consentd_raft{stat=\"last_snapshot_index\"} 1.300751e+06\nconsentd_raft{stat=\"log_bytes_since_snapshot\"} 4.2e+07\n"
+	both := "consentd_raft{stat=\"last_snapshot_index\"} 1.300751e+06\nconsentd_raft{stat=\"log_bytes_since_snapshot\"} 4.2e+07\n" +
+		"consentd_raft{stat=\"snapshots_being_written\"} 1\n"
 	for _, tc := range []struct {
 		name, text string
 		want       raftStats
 		ok         bool
 	}{
-		{"exponent forms", "# HELP consentd_raft x\nconsentd_raft{stat=\"commit_index\"} 5\n" + both, raftStats{1300751, 42000000}, true},
-		{"small figures", "consentd_raft{stat=\"log_bytes_since_snapshot\"} 0\nconsentd_raft{stat=\"last_snapshot_index\"} 42\n", raftStats{42, 0}, true},
+		{"exponent forms", "# HELP consentd_raft x\nconsentd_raft{stat=\"commit_index\"} 5\n" + both, raftStats{1300751, 42000000, 1}, true},
+		{"small figures", "consentd_raft{stat=\"log_bytes_since_snapshot\"} 0\nconsentd_raft{stat=\"snapshots_being_written\"} 0\n" +
+			"consentd_raft{stat=\"last_snapshot_index\"} 42\n", raftStats{42, 0, 0}, true},
 		{"one missing (a build without the byte count)", "consentd_raft{stat=\"last_snapshot_index\"} 42\n", raftStats{LastSnapshot: 42}, false},
 		{"not a number", "consentd_raft{stat=\"last_snapshot_index\"} many\n", raftStats{}, false},
 	} {

@@ -469,9 +469,9 @@ func caughtUp(ctx context.Context, hc *http.Client, nodes []*node, timeout time.
 // than that since its last snapshot a node takes no further snapshot.
 const settledLogBytes = 64 << 20
 
-// settled waits until no node has a snapshot to take: each has less than
-// settledLogBytes of log since its last one. It returns what each reported
-// last.
+// settled waits until no node has a snapshot to take or to finish: each
+// has less than settledLogBytes of log since its last one and none being
+// written. It returns what each reported last.
 func settled(ctx context.Context, hc *http.Client, nodes []*node, timeout time.Duration) ([]raftStats, error) {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -479,7 +479,7 @@ func settled(ctx context.Context, hc *http.Client, nodes []*node, timeout time.D
 		pending := 0
 		for i, nd := range nodes {
 			st, err := nd.raftStats(ctx, hc)
-			if err != nil || st.LogBytesSinceSnapshot >= settledLogBytes {
+			if err != nil || st.LogBytesSinceSnapshot >= settledLogBytes || st.SnapshotsBeingWritten > 0 {
 				pending++
 			}
 			sts[i] = st
@@ -488,7 +488,7 @@ func settled(ctx context.Context, hc *http.Client, nodes []*node, timeout time.D
 			return sts, nil
 		}
 		if time.Now().After(deadline) {
-			return sts, fmt.Errorf("%d of %d nodes still have %s or more of log to snapshot after %v", pending, len(nodes), mib(settledLogBytes), timeout)
+			return sts, fmt.Errorf("%d of %d nodes still have %s or more of log to snapshot, or a snapshot being written, after %v", pending, len(nodes), mib(settledLogBytes), timeout)
 		}
 		select {
 		case <-ctx.Done():
