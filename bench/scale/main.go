@@ -37,10 +37,10 @@ type Config struct {
 	Conc     int           // concurrent writers
 	Batch    int           // decisions per write call; 1 is one RecordDecision each
 	Idle     time.Duration // wait before the idle memory reading
-	// WaitSnapshot bounds the wait after the load until every node's log
-	// since its last snapshot is below the default --snapshot-log-mib (a
-	// node snapshots once its log goes quiet), so the checks and restarts
-	// measure the settled register; 0 skips the wait.
+	// WaitSnapshot bounds the wait after the load until no node has a
+	// snapshot to take (a node snapshots once its log goes quiet) or to
+	// finish writing, so the checks and restarts measure the settled
+	// register; 0 skips the wait.
 	WaitSnapshot time.Duration
 	Checks       int    // consents:check calls per node measured
 	CheckSize    int    // numbers per consents:check call
