@@ -103,11 +103,16 @@ func openSingle(t *testing.T) (*Node, *memSM) {
 func openSingleCommitting(t *testing.T, interval time.Duration) (*Node, *memSM) {
 	t.Helper()
 	sm := &memSM{}
-	n, err := Open(Config{
-		ID: "a", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0",
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond, CommitInterval: interval,
-	}, sm)
+	return openSingleWith(t, sm, Config{CommitInterval: interval}), sm
+}
+
+// openSingleWith opens and bootstraps a one-node cluster of sm with the
+// tests' short timeouts and cfg's other settings.
+func openSingleWith(t *testing.T, sm *memSM, cfg Config) *Node {
+	t.Helper()
+	cfg.ID, cfg.DataDir, cfg.BindAddr = "a", t.TempDir(), "127.0.0.1:0"
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+	n, err := Open(cfg, sm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +120,7 @@ func openSingleCommitting(t *testing.T, interval time.Duration) (*Node, *memSM) 
 	if err := n.Bootstrap(); err != nil {
 		t.Fatal(err)
 	}
-	return n, sm
+	return n
 }
 
 func TestSingleNodeApplyAndReadIndex(t *testing.T) {

@@ -55,20 +55,9 @@ func TestQuietSnapshotDue(t *testing.T) {
 // must take one, so that what a burst left is not replayed by every
 // restart and every rebuilt follower.
 func TestSnapshotWhenQuiet(t *testing.T) {
-	sm := &memSM{size: 1 << 40}
-	n, err := Open(Config{
-		ID: "a", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0",
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond,
-		SnapshotThreshold:  1 << 40, SnapshotLogBytes: 1 << 20, SnapshotWhenQuiet: time.Second,
-	}, sm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Shutdown(context.Background()) })
-	if err := n.Bootstrap(); err != nil {
-		t.Fatal(err)
-	}
+	n := openSingleWith(t, &memSM{size: 1 << 40}, Config{
+		SnapshotThreshold: 1 << 40, SnapshotLogBytes: 1 << 20, SnapshotWhenQuiet: time.Second,
+	})
 	waitReady(t, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -96,28 +85,10 @@ func TestSnapshotWhenQuiet(t *testing.T) {
 // once the log since the last one carries SnapshotLogBytes, and the count
 // starts again after it.
 func TestSnapshotForLogBytes(t *testing.T) {
-	sm := &memSM{}
-	n, err := Open(Config{
-		ID: "a", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0",
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond,
-		SnapshotThreshold:  1 << 40, SnapshotLogBytes: 1 << 20,
-	}, sm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Shutdown(context.Background()) })
-	if err := n.Bootstrap(); err != nil {
-		t.Fatal(err)
-	}
+	n := openSingleWith(t, &memSM{}, Config{SnapshotThreshold: 1 << 40, SnapshotLogBytes: 1 << 20})
+	waitReady(t, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for !n.Status().Ready {
-		if ctx.Err() != nil {
-			t.Fatal("never led")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	entry := bytes.Repeat([]byte("x"), 64<<10)
 	for i := range 20 { // 1.25 MiB
 		if _, err := n.Apply(ctx, entry); err != nil {
