@@ -20,7 +20,8 @@ func snapshotDue(logBytes, size int64, floor uint64) bool {
 
 // quietSnapshotDue reports whether logBytes of log since the last snapshot,
 // with no entry for quietFor, are worth a snapshot now: at least floor,
-// whatever the state machine's size, once quiet for after (0: never).
+// whatever the state machine's size, once quiet for after (never when
+// after is 0 or negative).
 func quietSnapshotDue(logBytes int64, quietFor time.Duration, floor uint64, after time.Duration) bool {
 	return after > 0 && quietFor >= after && logBytes >= 0 && uint64(logBytes) >= floor
 }

@@ -59,15 +59,7 @@ func TestSnapshotWhenQuiet(t *testing.T) {
 		SnapshotThreshold: 1 << 40, SnapshotLogBytes: 1 << 20, SnapshotWhenQuiet: time.Second,
 	})
 	waitReady(t, n)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	entry := bytes.Repeat([]byte("q"), 64<<10)
-	for i := range 20 { // 1.25 MiB
-		if _, err := n.Apply(ctx, entry); err != nil {
-			t.Fatalf("entry %d: %v", i, err)
-		}
-	}
-	last := n.raft.LastIndex()
+	last := writeBurst(t, n)
 	eventually(t, 20*time.Second, func() error {
 		metas, err := n.snaps.List()
 		if err != nil {
@@ -87,31 +79,36 @@ func TestSnapshotWhenQuiet(t *testing.T) {
 func TestSnapshotForLogBytes(t *testing.T) {
 	n := openSingleWith(t, &memSM{}, Config{SnapshotThreshold: 1 << 40, SnapshotLogBytes: 1 << 20})
 	waitReady(t, n)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	entry := bytes.Repeat([]byte("x"), 64<<10)
-	for i := range 20 { // 1.25 MiB
-		if _, err := n.Apply(ctx, entry); err != nil {
-			t.Fatalf("entry %d: %v", i, err)
-		}
-	}
-	for {
+	writeBurst(t, n)
+	eventually(t, 20*time.Second, func() error {
 		metas, err := n.snaps.List()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(metas) > 0 {
-			if metas[0].Index < 20 {
-				t.Fatalf("snapshot at index %d, before the entries that asked for it", metas[0].Index)
-			}
-			break
+		if len(metas) == 0 {
+			return fmt.Errorf("no snapshot after %d bytes of log", n.adapter.sinceSnapshot.Load())
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("no snapshot after %d bytes of log", n.adapter.sinceSnapshot.Load())
+		if metas[0].Index < 20 {
+			t.Fatalf("snapshot at index %d, before the entries that asked for it", metas[0].Index)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if got := n.adapter.sinceSnapshot.Load(); got >= 1<<20 {
 		t.Fatalf("log bytes since the snapshot = %d; the snapshot did not restart the count", got)
 	}
+}
+
+// writeBurst applies 1.25 MiB of commands in 64 KiB entries, more than
+// the SnapshotLogBytes the tests above set, and returns the last index.
+func writeBurst(t *testing.T, n *Node) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	entry := bytes.Repeat([]byte("x"), 64<<10)
+	for i := range 20 {
+		if _, err := n.Apply(ctx, entry); err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+	}
+	return n.raft.LastIndex()
 }
