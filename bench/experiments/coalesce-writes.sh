@@ -18,7 +18,8 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 mkdir "$tmp/src"
 git archive HEAD | tar -x -C "$tmp/src"
-go build -buildvcs=false -o "$tmp/consentd-base" ./cmd/consentd
+# Both builds from HEAD's tree, so uncommitted changes are in neither.
+(cd "$tmp/src" && go build -buildvcs=false -o "$tmp/consentd-base" ./cmd/consentd)
 patch="$PWD/bench/experiments/coalesce-writes.patch"
 (cd "$tmp/src" && git apply "$patch") || { echo "coalesce-writes.patch no longer applies to HEAD: redo it" >&2; exit 1; }
 # The patch leaves out generated code; protoc and the pinned plugins make it.
