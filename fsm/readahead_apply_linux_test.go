@@ -93,8 +93,13 @@ func TestApplyReadAheadSparesTheFaults(t *testing.T) {
 	t.Logf("major faults applying %d decisions to a cold register: %d without read-ahead, %d after it", len(ds), cold, warmed)
 }
 
-// waitResident waits until every leaf the keys lead to, in each bucket, is
-// in the page cache: the advice only queues the reads.
+// waitResident waits until the leaves the keys lead to, in each bucket, are
+// in the page cache: the advice only queues the reads. All but 1% of them:
+// on a machine short of memory or busy (CI runs packages side by side) the
+// kernel may drop a few advised pages again, seen once as 6 of 1,934. The
+// test's point, the faults the apply then takes, is asserted by its caller;
+// a read-ahead that does nothing leaves nearly all of them cold and fails
+// here.
 func waitResident(t *testing.T, s *Store, k *applyKeys) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -113,7 +118,7 @@ func waitResident(t *testing.T, s *Store, k *applyKeys) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cold == 0 {
+		if cold*100 <= leaves {
 			return
 		}
 		if time.Now().After(deadline) {
